@@ -1,0 +1,185 @@
+#include "Context.h"
+
+#include <thread>
+
+#include "common.h"
+#include "log.h"
+
+namespace llama_napi {
+namespace {
+
+const napi_type_tag kContextTag = {0x6c6c616d614e4150ULL, 0x436f6e7465787402ULL};
+
+ggml_type KvType(Napi::Env env, const std::string& name) {
+  static const std::pair<const char*, ggml_type> kTypes[] = {
+      {"f32", GGML_TYPE_F32},   {"f16", GGML_TYPE_F16},   {"bf16", GGML_TYPE_BF16}, {"q8_0", GGML_TYPE_Q8_0},
+      {"q4_0", GGML_TYPE_Q4_0}, {"q4_1", GGML_TYPE_Q4_1}, {"q5_0", GGML_TYPE_Q5_0}, {"q5_1", GGML_TYPE_Q5_1},
+      {"iq4_nl", GGML_TYPE_IQ4_NL},
+  };
+  for (const auto& [n, t] : kTypes) {
+    if (name == n) return t;
+  }
+  Throw(env, "ERR_INVALID_ARGUMENT",
+        "kvCacheType \"" + name + "\" is not supported; use f16, f32, bf16, q8_0, q4_0, q4_1, q5_0, q5_1 or iq4_nl");
+}
+
+class CreateContextWorker : public Napi::AsyncWorker {
+ public:
+  CreateContextWorker(ContextWrap* wrap, Napi::Object receiver, std::shared_ptr<ModelHandle> model,
+                      llama_context_params params, uint32_t requested, Napi::Promise::Deferred deferred)
+      : Napi::AsyncWorker(receiver.Env(), "llama-napi:createContext"),
+        receiver_(Napi::Persistent(receiver)),
+        wrap_(wrap),
+        model_(std::move(model)),
+        params_(params),
+        requested_(requested),
+        deferred_(deferred) {}
+
+  void Execute() override {
+    LogCapture capture;
+    ctx_.reset(llama_init_from_model(model_->model.get(), params_));
+    if (!ctx_) {
+      failure_ = {"ERR_CONTEXT_CREATE",
+                  "Could not create the context (n_ctx=" + std::to_string(params_.n_ctx) +
+                      "). Try a smaller contextSize or fewer sequences. llama.cpp said: " + capture.Text()};
+    }
+  }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    if (!failure_.ok()) {
+      deferred_.Reject(MakeError(env, failure_.code, failure_.message).Value());
+    } else if (wrap_->disposed()) {
+      ctx_.reset();
+      deferred_.Reject(MakeError(env, "ERR_DISPOSED", "The context was disposed while it was being created").Value());
+    } else {
+      wrap_->FinishInit(env, std::move(model_), std::move(ctx_), requested_);
+      deferred_.Resolve(env.Undefined());
+    }
+  }
+
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  Napi::ObjectReference receiver_;  // keeps the Context object alive while creating
+  ContextWrap* wrap_;
+  std::shared_ptr<ModelHandle> model_;
+  llama_context_params params_;
+  uint32_t requested_;
+  Napi::Promise::Deferred deferred_;
+  compat::ContextPtr ctx_;
+  Failure failure_;
+};
+
+}  // namespace
+
+Napi::Function ContextWrap::Init(Napi::Env env) {
+  return DefineClass(env, "NativeContext",
+                     {
+                         InstanceMethod<&ContextWrap::InitContext>("init"),
+                         InstanceMethod<&ContextWrap::Info>("info"),
+                         InstanceMethod<&ContextWrap::Dispose>("dispose"),
+                     });
+}
+
+ContextWrap::ContextWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ContextWrap>(info) {
+  info.This().As<Napi::Object>().TypeTag(&kContextTag);
+}
+
+ContextWrap::~ContextWrap() {
+  if (engine_) engine_->Dispose();
+}
+
+std::shared_ptr<Engine> ContextWrap::EngineOf(Napi::Env env, Napi::Value value) {
+  if (!value.IsObject() || !value.As<Napi::Object>().CheckTypeTag(&kContextTag)) {
+    Throw(env, "ERR_INVALID_ARGUMENT", "Expected a Context created by model.createContext()");
+  }
+  ContextWrap* wrap = Unwrap(value.As<Napi::Object>());
+  if (wrap->disposed_) Throw(env, "ERR_DISPOSED", "This Context has been disposed; create a new one to continue");
+  if (!wrap->engine_) Throw(env, "ERR_STATE", "The context has not finished initialising");
+  return wrap->engine_;
+}
+
+void ContextWrap::FinishInit(Napi::Env env, std::shared_ptr<ModelHandle> model, compat::ContextPtr ctx, uint32_t requested) {
+  initializing_ = false;
+  engine_ = Engine::Start(env, std::move(model), std::move(ctx), requested);
+}
+
+Napi::Value ContextWrap::InitContext(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Args args(info);
+  std::shared_ptr<ModelHandle> model = ModelWrap::HandleOf(env, info[0]);
+  Options o(env, args.OptionalObject(1, "options"), "options");
+  if (disposed_) return Rejected(env, "ERR_DISPOSED", "This Context has been disposed");
+  if (initializing_ || engine_) return Rejected(env, "ERR_STATE", "init() may only be called once per Context");
+
+  const llama_model* m = model->model.get();
+  const int32_t nTrain = llama_model_n_ctx_train(m);
+  const bool learned = compat::HasLearnedPositions(m);
+  const int64_t hw = std::max<int64_t>(1, std::thread::hardware_concurrency());
+  const int64_t sequences = o.Int("sequences", 1, static_cast<int64_t>(llama_max_parallel_sequences())).value_or(1);
+  const int64_t defaultCtx = std::min<int64_t>(nTrain > 0 ? nTrain : 4096, 4096);
+  const int64_t contextSize = o.Int("contextSize", 1, 1 << 24).value_or(defaultCtx);
+  if (learned && nTrain > 0 && contextSize > nTrain) {
+    return Rejected(env, "ERR_INVALID_ARGUMENT",
+                    "contextSize " + std::to_string(contextSize) + " is larger than this model's training context (" +
+                        std::to_string(nTrain) + "). The model has learned absolute positions, so it cannot go past " +
+                        std::to_string(nTrain) + " tokens.");
+  }
+  const int64_t batchSize = o.Int("batchSize", 1, 1 << 16).value_or(512);
+  const int64_t threads = o.Int("threads", 1, 1024).value_or(hw);
+  const int64_t threadsBatch = o.Int("threadsBatch", 1, 1024).value_or(threads);
+  const std::string kvType = o.String("kvCacheType").value_or("f16");
+  const std::string flash = o.String("flashAttention").value_or("auto");
+  const bool unified = o.Bool("unifiedKvCache").value_or(false);
+  if (contextSize * sequences > (1LL << 26)) {
+    return Rejected(env, "ERR_INVALID_ARGUMENT", "contextSize × sequences is too large");
+  }
+
+  llama_context_params p = llama_context_default_params();
+  p.n_ctx = static_cast<uint32_t>(contextSize * sequences);
+  p.n_batch = static_cast<uint32_t>(batchSize);
+  p.n_ubatch = static_cast<uint32_t>(batchSize);
+  p.n_seq_max = static_cast<uint32_t>(sequences);
+  p.n_threads = static_cast<int32_t>(threads);
+  p.n_threads_batch = static_cast<int32_t>(threadsBatch);
+  p.type_k = KvType(env, kvType);
+  p.type_v = p.type_k;
+  p.kv_unified = unified;
+  p.no_perf = true;
+  if (flash == "auto") p.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_AUTO;
+  else if (flash == "on") p.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_ENABLED;
+  else if (flash == "off") p.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
+  else Throw(env, "ERR_INVALID_ARGUMENT", "flashAttention must be \"auto\", \"on\" or \"off\"");
+
+  initializing_ = true;
+  auto deferred = Napi::Promise::Deferred::New(env);
+  auto* worker = new CreateContextWorker(this, info.This().As<Napi::Object>(), std::move(model), p,
+                                         static_cast<uint32_t>(contextSize), deferred);
+  worker->Queue();
+  return deferred.Promise();
+}
+
+Napi::Value ContextWrap::Info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::shared_ptr<Engine> e = EngineOf(env, info.This());
+  llama_context* c = e->ctx();
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("contextSize", llama_n_ctx(c));
+  out.Set("sessionCapacity", e->capacity());
+  out.Set("batchSize", e->batchSize());
+  out.Set("sequences", e->sequences());
+  out.Set("freeSequences", e->freeSequences());
+  out.Set("threads", llama_n_threads(c));
+  out.Set("threadsBatch", llama_n_threads_batch(c));
+  out.Set("canShift", compat::CanShift(c));
+  return out;
+}
+
+void ContextWrap::Dispose(const Napi::CallbackInfo& info) {
+  if (disposed_) return;
+  disposed_ = true;
+  if (engine_) engine_->Dispose();
+}
+
+}  // namespace llama_napi

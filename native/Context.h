@@ -1,0 +1,34 @@
+// Context: a llama_context with its KV cache and decode thread. JS class: Context (src/context.ts).
+#pragma once
+
+#include <napi.h>
+
+#include <memory>
+
+#include "Engine.h"
+
+namespace llama_napi {
+
+class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
+ public:
+  static Napi::Function Init(Napi::Env env);
+  // The engine of a JS context object, checked by type tag; throws when disposed.
+  static std::shared_ptr<Engine> EngineOf(Napi::Env env, Napi::Value value);
+
+  explicit ContextWrap(const Napi::CallbackInfo& info);
+  ~ContextWrap() override;
+
+  void FinishInit(Napi::Env env, std::shared_ptr<ModelHandle> model, compat::ContextPtr ctx, uint32_t requested);
+  bool disposed() const { return disposed_; }
+
+ private:
+  Napi::Value InitContext(const Napi::CallbackInfo& info);
+  Napi::Value Info(const Napi::CallbackInfo& info);
+  void Dispose(const Napi::CallbackInfo& info);
+
+  std::shared_ptr<Engine> engine_;
+  bool initializing_ = false;
+  bool disposed_ = false;
+};
+
+}  // namespace llama_napi

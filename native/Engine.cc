@@ -1,0 +1,504 @@
+#include "Engine.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace llama_napi {
+
+const char* FinishReasonName(FinishReason r) {
+  switch (r) {
+    case FinishReason::Eog: return "eog";
+    case FinishReason::Length: return "length";
+    case FinishReason::Stop: return "stop";
+    case FinishReason::Aborted: return "aborted";
+    case FinishReason::ContextFull: return "contextFull";
+    case FinishReason::Error: return "error";
+    case FinishReason::None: break;
+  }
+  return "none";
+}
+
+void Engine::CallCompletion(Napi::Env env, Napi::Function, Engine*, Completion* fn) {
+  if (env != nullptr) {
+    Napi::HandleScope scope(env);
+    (*fn)(env);
+  }
+  delete fn;
+}
+
+Engine::Engine(Napi::Env env, std::shared_ptr<ModelHandle> model, compat::ContextPtr ctx, uint32_t requested)
+    : model_(std::move(model)), ctx_(std::move(ctx)), env_(env) {
+  llama_context* c = ctx_.get();
+  nSeq_ = llama_n_seq_max(c);
+  nBatch_ = llama_n_batch(c);
+  capacity_ = std::min<uint32_t>(llama_n_ctx_seq(c), requested);
+  if (compat::HasLearnedPositions(model_->model.get())) {
+    // Learned position embeddings end at the training context: positions past it do not exist.
+    capacity_ = std::min<uint32_t>(capacity_, static_cast<uint32_t>(llama_model_n_ctx_train(model_->model.get())));
+  }
+  seqInUse_.assign(nSeq_, false);
+  batch_ = std::make_unique<compat::Batch>(static_cast<int32_t>(nBatch_));
+  llama_set_abort_callback(c, &Engine::AbortCallback, this);
+}
+
+Engine::~Engine() {
+  // Dispose() normally ran already (it must, on the JS thread); this is the last resort.
+  if (thread_.joinable()) {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      stopping_ = true;
+    }
+    stopFlag_ = true;
+    cv_.notify_all();
+    thread_.join();
+  }
+}
+
+std::shared_ptr<Engine> Engine::Start(Napi::Env env, std::shared_ptr<ModelHandle> model, compat::ContextPtr ctx,
+                                      uint32_t requested) {
+  std::shared_ptr<Engine> e(new Engine(env, std::move(model), std::move(ctx), requested));
+  // The thread-safe function keeps the engine alive until its last queued completion has run.
+  auto* keep = new std::shared_ptr<Engine>(e);
+  e->tsfn_ = Tsfn::New(
+      env, "llama-napi:context", 0, 1, e.get(),
+      [](Napi::Env, std::shared_ptr<Engine>* k, Engine*) { delete k; }, keep);
+  e->tsfn_.Unref(env);
+  e->thread_ = std::thread([raw = e.get()] { raw->Run(); });
+  return e;
+}
+
+uint32_t Engine::freeSequences() const {
+  return static_cast<uint32_t>(std::count(seqInUse_.begin(), seqInUse_.end(), false));
+}
+
+// ---------------------------------------------------------------------------------------------
+// JS thread
+
+void Engine::Dispose() {
+  if (disposed_) return;
+  disposed_ = true;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    stopping_ = true;
+  }
+  stopFlag_ = true;
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  // No engine thread any more: reject whatever is still waiting, without calling into JS
+  // synchronously (this may run from a finalizer).
+  for (auto& [id, p] : pending_) {
+    if (p.job && p.job->seq) p.job->seq->busy = false;
+    if (!p.deferred) continue;
+    try {
+      p.deferred->Reject(MakeError(env_, "ERR_DISPOSED", "The context was disposed before the operation finished").Value());
+    } catch (...) {
+      // From a finalizer, JS cannot run: the promise is unreachable anyway.
+    }
+  }
+  pending_.clear();
+  gens_.clear();
+  evals_.clear();
+  incoming_.clear();
+  ctx_.reset();
+  if (loopRefs_ > 0) tsfn_.Unref(env_);
+  loopRefs_ = 0;
+  tsfn_.Release();
+}
+
+std::shared_ptr<SeqState> Engine::AcquireSeq() {
+  for (uint32_t i = 0; i < nSeq_; i++) {
+    if (!seqInUse_[i]) {
+      seqInUse_[i] = true;
+      auto seq = std::make_shared<SeqState>();
+      seq->id = static_cast<llama_seq_id>(i);
+      return seq;
+    }
+  }
+  return nullptr;
+}
+
+void Engine::ReleaseSeq(std::shared_ptr<SeqState> seq, Napi::Reference<Napi::ArrayBuffer> keepAlive) {
+  if (disposed_) return;
+  auto job = std::make_shared<TaskJob>();
+  job->seq = seq;
+  job->run = [](llama_context* ctx, TaskJob& t) {
+    compat::SeqRemove(ctx, t.seq->id, -1, -1);
+    t.seq->tokens.clear();
+    t.seq->nKv = 0;
+    t.seq->logits = nullptr;
+    return Failure{};
+  };
+  // The id can be reused at once: the engine runs this release before any later job.
+  seqInUse_[static_cast<size_t>(seq->id)] = false;
+  job->toJs = [](Napi::Env env, TaskJob&) { return env.Undefined(); };
+  JsPending p{std::nullopt, {}, std::move(keepAlive), job, false};
+  Track(env_, job, std::move(p));
+}
+
+void Engine::Track(Napi::Env env, std::shared_ptr<Job> job, JsPending pending) {
+  job->id = nextId_++;
+  if (job->seq) job->seq->busy = true;
+  if (pending.counted) RefLoop(env, +1);
+  pending_.emplace(job->id, std::move(pending));
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    incoming_.push_back(std::move(job));
+  }
+  cv_.notify_one();
+}
+
+void Engine::RefLoop(Napi::Env env, int delta) {
+  const int before = loopRefs_;
+  loopRefs_ += delta;
+  if (before == 0 && loopRefs_ > 0) tsfn_.Ref(env);
+  if (before > 0 && loopRefs_ == 0) tsfn_.Unref(env);
+}
+
+Napi::Value Engine::SubmitEval(Napi::Env env, std::shared_ptr<EvalJob> job) {
+  auto deferred = Napi::Promise::Deferred::New(env);
+  Track(env, job, JsPending{deferred, {}, {}, job, true});
+  return deferred.Promise();
+}
+
+Napi::Value Engine::SubmitTask(Napi::Env env, std::shared_ptr<TaskJob> job) {
+  auto deferred = Napi::Promise::Deferred::New(env);
+  Track(env, job, JsPending{deferred, {}, {}, job, true});
+  return deferred.Promise();
+}
+
+void Engine::SubmitGen(Napi::Env env, std::shared_ptr<GenJob> job, Napi::Function onChunk) {
+  job->candidates.resize(static_cast<size_t>(model_->nVocab));
+  Track(env, job, JsPending{std::nullopt, Napi::Persistent(onChunk), {}, job, true});
+}
+
+void Engine::Abort(const std::shared_ptr<Job>& job) {
+  job->aborted = true;
+  cv_.notify_one();
+}
+
+void Engine::SetPaused(Napi::Env env, const std::shared_ptr<GenJob>& job, bool paused) {
+  auto it = pending_.find(job->id);
+  if (it == pending_.end() || job->paused == paused) return;
+  job->paused = paused;
+  // A paused generation waits for its consumer; it must not keep the process alive alone.
+  it->second.counted = !paused;
+  RefLoop(env, paused ? -1 : +1);
+  if (!paused) cv_.notify_one();
+}
+
+void Engine::Settle(Napi::Env env, uint64_t id) {
+  auto it = pending_.find(id);
+  if (it == pending_.end()) return;
+  JsPending p = std::move(it->second);
+  pending_.erase(it);
+  if (p.counted) RefLoop(env, -1);
+  Job& job = *p.job;
+  if (job.seq) job.seq->busy = false;
+  if (!p.deferred) {
+    if (job.type == Job::Type::Task) static_cast<TaskJob&>(job).toJs(env, static_cast<TaskJob&>(job));
+    return;
+  }
+  if (!job.failure.ok()) {
+    p.deferred->Reject(MakeError(env, job.failure.code, job.failure.message).Value());
+    return;
+  }
+  if (job.type == Job::Type::Eval) {
+    Napi::Object r = Napi::Object::New(env);
+    r.Set("evaluated", Napi::Number::New(env, static_cast<double>(static_cast<EvalJob&>(job).evaluated)));
+    r.Set("reused", Napi::Number::New(env, static_cast<double>(static_cast<EvalJob&>(job).reused)));
+    p.deferred->Resolve(r);
+  } else if (job.type == Job::Type::Task) {
+    auto& task = static_cast<TaskJob&>(job);
+    p.deferred->Resolve(task.toJs ? task.toJs(env, task) : env.Undefined());
+  }
+}
+
+void Engine::DrainGen(Napi::Env env, uint64_t id) {
+  auto it = pending_.find(id);
+  if (it == pending_.end()) return;
+  auto gen = std::static_pointer_cast<GenJob>(it->second.job);
+  std::vector<llama_token> tokens;
+  std::vector<std::string> texts;
+  FinishReason reason;
+  {
+    std::lock_guard<std::mutex> lk(gen->outMu);
+    tokens.swap(gen->outTokens);
+    texts.swap(gen->outTexts);
+    reason = gen->reason;
+    gen->notifyPending = false;
+  }
+  Napi::FunctionReference onChunk;
+  if (reason != FinishReason::None) {
+    onChunk = std::move(it->second.onChunk);
+    if (it->second.counted) RefLoop(env, -1);
+    pending_.erase(it);
+    gen->seq->busy = false;
+  }
+  Napi::Array jsTexts = Napi::Array::New(env, texts.size());
+  for (size_t i = 0; i < texts.size(); i++) jsTexts.Set(static_cast<uint32_t>(i), Napi::String::New(env, texts[i]));
+  Napi::Value done = env.Undefined();
+  if (reason != FinishReason::None) {
+    Napi::Object d = Napi::Object::New(env);
+    d.Set("reason", FinishReasonName(reason));
+    if (!gen->failure.ok()) d.Set("error", MakeError(env, gen->failure.code, gen->failure.message).Value());
+    done = d;
+  }
+  Napi::FunctionReference& cb = reason != FinishReason::None ? onChunk : it->second.onChunk;
+  cb.Call({ToInt32Array(env, tokens.data(), tokens.size()), jsTexts, done});
+}
+
+bool Engine::PlanLogits(SeqState& seq) {
+  if (seq.nKv == seq.tokens.size() && !seq.logitsValid) {
+    if (seq.nKv == 0) return false;
+    seq.nKv -= 1;
+    seq.needTrim = true;
+  }
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Engine thread
+
+void Engine::Post(Completion fn) {
+  // Fails only once the function is released (the engine is shutting down): drop the result.
+  tsfn_.NonBlockingCall(new Completion(std::move(fn)));
+}
+
+bool Engine::AbortCallback(void* data) {
+  auto* e = static_cast<Engine*>(data);
+  if (e->stopFlag_.load(std::memory_order_relaxed)) return true;
+  Job* sole = e->soleJob_.load(std::memory_order_relaxed);
+  return sole != nullptr && sole->aborted.load(std::memory_order_relaxed);
+}
+
+bool Engine::HasWorkLocked() const {
+  if (!incoming_.empty() || !evals_.empty()) return true;
+  for (const auto& g : gens_) {
+    if (!g->paused || g->aborted) return true;
+  }
+  return false;
+}
+
+void Engine::Run() {
+  while (true) {
+    std::vector<std::shared_ptr<TaskJob>> tasks;
+    {
+      std::unique_lock<std::mutex> lk(mu_);
+      cv_.wait(lk, [&] { return stopping_ || HasWorkLocked(); });
+      if (stopping_) return;
+      for (auto& job : incoming_) {
+        switch (job->type) {
+          case Job::Type::Eval: evals_.push_back(std::static_pointer_cast<EvalJob>(job)); break;
+          case Job::Type::Generate: gens_.push_back(std::static_pointer_cast<GenJob>(job)); break;
+          case Job::Type::Task: tasks.push_back(std::static_pointer_cast<TaskJob>(job)); break;
+        }
+      }
+      incoming_.clear();
+    }
+    // Aborted generations end first, so that a task queued behind them (such as releasing the
+    // sequence) sees them finished.
+    for (auto& g : gens_) {
+      if (g->aborted) FinishGen(*g, FinishReason::Aborted);
+    }
+    gens_.erase(std::remove_if(gens_.begin(), gens_.end(), [](const auto& g) { return g->reason != FinishReason::None; }),
+                gens_.end());
+    for (auto& t : tasks) {
+      SyncSeq(*t->seq);
+      t->failure = t->run(ctx_.get(), *t);
+      FinishJob(t);
+    }
+    Step();
+  }
+}
+
+void Engine::SyncSeq(SeqState& seq) {
+  if (!seq.needTrim) return;
+  seq.needTrim = false;
+  if (!compat::SeqRemove(ctx_.get(), seq.id, static_cast<llama_pos>(seq.nKv), -1)) {
+    // Some caches (recurrent models) cannot drop a tail: start the sequence over.
+    compat::SeqRemove(ctx_.get(), seq.id, -1, -1);
+    seq.nKv = 0;
+  }
+}
+
+void Engine::FinishJob(const std::shared_ptr<Job>& job) {
+  const uint64_t id = job->id;
+  Post([this, id](Napi::Env env) { Settle(env, id); });
+}
+
+void Engine::FinishGen(GenJob& gen, FinishReason reason, Failure failure) {
+  bool post = false;
+  {
+    std::lock_guard<std::mutex> lk(gen.outMu);
+    if (gen.reason != FinishReason::None) return;
+    gen.reason = reason;
+    gen.failure = std::move(failure);
+    post = !gen.notifyPending;
+    gen.notifyPending = true;
+  }
+  if (post) {
+    const uint64_t id = gen.id;
+    Post([this, id](Napi::Env env) { DrainGen(env, id); });
+  }
+}
+
+void Engine::Sample(GenJob& gen, const float* logits) {
+  SeqState& seq = *gen.seq;
+  if (seq.tokens.size() >= capacity_) {
+    // The history may never outgrow the session: a token sampled now could not be evaluated.
+    FinishGen(gen, FinishReason::ContextFull,
+              {"ERR_CONTEXT_FULL", "The session is full: it holds " + std::to_string(seq.tokens.size()) +
+                                       " tokens, all its context has room for. Rewind or truncate the session, "
+                                       "or create the context with a larger contextSize."});
+    return;
+  }
+  auto& cur = gen.candidates;
+  const int32_t n = static_cast<int32_t>(cur.size());
+  for (int32_t i = 0; i < n; i++) cur[static_cast<size_t>(i)] = llama_token_data{i, logits[i], 0.0f};
+  llama_token_data_array arr{cur.data(), cur.size(), -1, false};
+  llama_sampler_apply(gen.sampler.get(), &arr);
+  if (arr.selected < 0 || static_cast<size_t>(arr.selected) >= arr.size) {
+    FinishGen(gen, FinishReason::Error, {"ERR_INTERNAL", "The sampler chain did not select a token"});
+    return;
+  }
+  const llama_token token = arr.data[arr.selected].id;
+  llama_sampler_accept(gen.sampler.get(), token);
+  seq.tokens.push_back(token);
+  seq.logitsValid = false;
+  gen.produced++;
+
+  std::string text = gen.text.Push(token);
+  FinishReason reason = FinishReason::None;
+  if (gen.text.Stopped()) {
+    reason = FinishReason::Stop;
+  } else if (llama_vocab_is_eog(model_->vocab, token)) {
+    reason = FinishReason::Eog;
+  } else if (gen.produced >= gen.maxTokens) {
+    reason = FinishReason::Length;
+  }
+  if (reason == FinishReason::Eog || reason == FinishReason::Length) text += gen.text.Flush();
+
+  bool post = false;
+  {
+    std::lock_guard<std::mutex> lk(gen.outMu);
+    gen.outTokens.push_back(token);
+    gen.outTexts.push_back(std::move(text));
+    if (reason != FinishReason::None) gen.reason = reason;
+    post = !gen.notifyPending;
+    gen.notifyPending = true;
+  }
+  if (post) {
+    const uint64_t id = gen.id;
+    Post([this, id](Napi::Env env) { DrainGen(env, id); });
+  }
+}
+
+void Engine::Step() {
+  compat::Batch& batch = *batch_;
+  batch.Clear();
+  std::vector<Part> parts;
+
+  for (auto& g : gens_) {
+    if (g->paused || g->reason != FinishReason::None) continue;
+    SeqState& seq = *g->seq;
+    SyncSeq(seq);
+    if (seq.nKv == seq.tokens.size()) {
+      // First step: sample from the logits the last prompt evaluation left.
+      Sample(*g, seq.logits);
+      if (g->reason != FinishReason::None) continue;
+    }
+    const size_t pending = seq.tokens.size() - seq.nKv;
+    const size_t room = static_cast<size_t>(batch.Capacity() - batch.Size());
+    if (room == 0) break;
+    const size_t n = std::min(pending, room);
+    Part part{g, n, -1};
+    for (size_t k = 0; k < n; k++) {
+      const size_t pos = seq.nKv + k;
+      const int32_t idx = batch.Add(seq.tokens[pos], static_cast<llama_pos>(pos), seq.id, k + 1 == pending);
+      if (k + 1 == pending) part.outIndex = idx;
+    }
+    parts.push_back(std::move(part));
+  }
+  for (auto it = evals_.begin(); it != evals_.end();) {
+    auto& e = *it;
+    SeqState& seq = *e->seq;
+    if (e->aborted) {
+      SyncSeq(seq);
+      seq.tokens.resize(seq.nKv);
+      e->failure = {"ERR_ABORTED", "The prompt evaluation was aborted; the session keeps the " +
+                                       std::to_string(seq.nKv) + " tokens evaluated before that"};
+      FinishJob(e);
+      it = evals_.erase(it);
+      continue;
+    }
+    const size_t room = static_cast<size_t>(batch.Capacity() - batch.Size());
+    if (room == 0) break;
+    SyncSeq(seq);
+    const size_t pending = seq.tokens.size() - seq.nKv;
+    if (pending == 0) {
+      // Nothing left to evaluate (the JS side plans at least one token; this is a safeguard).
+      if (!seq.logitsValid) e->failure = {"ERR_INTERNAL", "Nothing to evaluate and no logits to keep"};
+      FinishJob(e);
+      it = evals_.erase(it);
+      continue;
+    }
+    const size_t n = std::min(pending, room);
+    Part part{e, n, -1};
+    for (size_t k = 0; k < n; k++) {
+      const size_t pos = seq.nKv + k;
+      const int32_t idx = batch.Add(seq.tokens[pos], static_cast<llama_pos>(pos), seq.id, k + 1 == pending);
+      if (k + 1 == pending) part.outIndex = idx;
+    }
+    parts.push_back(std::move(part));
+    ++it;
+  }
+  if (parts.empty()) {
+    gens_.erase(std::remove_if(gens_.begin(), gens_.end(), [](const auto& g) { return g->reason != FinishReason::None; }),
+                gens_.end());
+    return;
+  }
+
+  soleJob_ = parts.size() == 1 && parts[0].job->type == Job::Type::Eval ? parts[0].job.get() : nullptr;
+  const int32_t ret = llama_decode(ctx_.get(), batch.Get());
+  soleJob_ = nullptr;
+
+  for (Part& part : parts) {
+    Job& job = *part.job;
+    SeqState& seq = *job.seq;
+    if (ret == 0) {
+      seq.nKv += part.n;
+      seq.nDecoded += part.n;
+      if (job.type == Job::Type::Eval) static_cast<EvalJob&>(job).evaluated += part.n;
+      if (part.outIndex < 0) continue;
+      const float* logits = llama_get_logits_ith(ctx_.get(), part.outIndex);
+      if (job.type == Job::Type::Eval) {
+        std::memcpy(seq.logits, logits, sizeof(float) * static_cast<size_t>(model_->nVocab));
+        seq.logitsValid = true;
+        evals_.erase(std::find(evals_.begin(), evals_.end(), part.job));
+        FinishJob(part.job);
+      } else {
+        Sample(static_cast<GenJob&>(job), logits);
+      }
+      continue;
+    }
+    // The decode failed or was aborted: keep what reached the cache, drop the rest.
+    const llama_pos posMax = compat::SeqPosMax(ctx_.get(), seq.id);
+    seq.nKv = std::min(seq.tokens.size(), static_cast<size_t>(posMax + 1));
+    seq.needTrim = true;
+    Failure f = ret == 1   ? Failure{"ERR_CONTEXT_FULL", "The context's KV cache has no room for this batch; use fewer sessions at once or a larger contextSize"}
+                : ret == 2 ? Failure{"ERR_ABORTED", "The evaluation was aborted"}
+                           : Failure{"ERR_DECODE", "llama_decode failed with code " + std::to_string(ret)};
+    if (job.type == Job::Type::Eval) {
+      seq.tokens.resize(seq.nKv);
+      job.failure = f;
+      evals_.erase(std::find(evals_.begin(), evals_.end(), part.job));
+      FinishJob(part.job);
+    } else {
+      FinishGen(static_cast<GenJob&>(job), ret == 2 ? FinishReason::Aborted : FinishReason::Error, f);
+    }
+  }
+  gens_.erase(std::remove_if(gens_.begin(), gens_.end(), [](const auto& g) { return g->reason != FinishReason::None; }),
+              gens_.end());
+}
+
+}  // namespace llama_napi

@@ -1,0 +1,199 @@
+// Engine: owns one llama_context and the native thread that runs every decode for it.
+//
+// All work on a context (prompt evaluation, generation steps, KV-cache and state operations)
+// runs on the engine's thread, so llama.cpp is never entered from two threads at once and the
+// JS thread never blocks on a decode. Each loop iteration builds one llama_decode batch from
+// every session that has work: the next token of each generating session plus prompt tokens
+// (continuous batching). Sampling, end-of-generation and stop-string checks run on the engine
+// thread too; results reach JS in batches through one thread-safe function.
+//
+// Threading rules: Job and SeqState fields are touched by the engine thread only while the job
+// runs; the JS thread touches a SeqState only while its session has no job in flight (busy is
+// false). Everything below "JS thread only" is never touched by the engine thread.
+#pragma once
+
+#include <napi.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "Model.h"
+#include "TextStream.h"
+#include "common.h"
+#include "llama_compat.h"
+
+namespace llama_napi {
+
+// One session's sequence in the KV cache.
+struct SeqState {
+  llama_seq_id id = 0;
+  std::vector<llama_token> tokens;  // the session's history
+  size_t nKv = 0;                   // tokens[0, nKv) are in the KV cache
+  bool needTrim = false;            // the cache holds positions >= nKv that must be removed first
+  bool logitsValid = false;         // `logits` are the next-token logits after tokens[nKv - 1]
+  float* logits = nullptr;          // n_vocab floats in a JS ArrayBuffer the session keeps alive
+  uint64_t nDecoded = 0;            // tokens decoded for this sequence so far
+  bool busy = false;                // JS thread only: a job for this sequence is in flight
+};
+
+enum class FinishReason { None, Eog, Length, Stop, Aborted, ContextFull, Error };
+const char* FinishReasonName(FinishReason r);
+
+struct Job {
+  enum class Type { Eval, Generate, Task };
+  explicit Job(Type t) : type(t) {}
+  virtual ~Job() = default;
+
+  const Type type;
+  uint64_t id = 0;
+  std::shared_ptr<SeqState> seq;
+  std::atomic<bool> aborted{false};
+  Failure failure;
+};
+
+struct EvalJob : Job {
+  EvalJob() : Job(Type::Eval) {}
+  size_t reused = 0;     // tokens of the new history already in the cache
+  size_t evaluated = 0;  // tokens decoded by this job
+};
+
+struct GenJob : Job {
+  GenJob(const llama_vocab* vocab, std::vector<std::string> stops) : Job(Type::Generate), text(vocab, std::move(stops)) {}
+
+  compat::SamplerPtr sampler;
+  int64_t maxTokens = 0;
+  int64_t produced = 0;
+  TextStream text;
+  std::vector<llama_token_data> candidates;
+  std::atomic<bool> paused{false};
+
+  // Output not yet delivered to JS (guarded by outMu).
+  std::mutex outMu;
+  std::vector<llama_token> outTokens;
+  std::vector<std::string> outTexts;
+  FinishReason reason = FinishReason::None;
+  bool notifyPending = false;
+};
+
+// A short operation on the context (fork, state save/load, releasing a sequence).
+struct TaskJob : Job {
+  TaskJob() : Job(Type::Task) {}
+  std::function<Failure(llama_context*, TaskJob&)> run;  // engine thread
+  std::function<Napi::Value(Napi::Env, TaskJob&)> toJs;  // JS thread, on success
+  std::vector<uint8_t> bytes;
+};
+
+struct EngineOptions {
+  int32_t threads = 4;
+  int32_t threadsBatch = 4;
+};
+
+class Engine : public std::enable_shared_from_this<Engine> {
+ public:
+  // Takes ownership of ctx and starts the engine thread. JS thread.
+  // `requested` caps each session's capacity (tokens) at what the user asked for.
+  static std::shared_ptr<Engine> Start(Napi::Env env, std::shared_ptr<ModelHandle> model, compat::ContextPtr ctx,
+                                       uint32_t requested);
+  ~Engine();
+
+  // --- JS thread only ---
+  void Dispose();
+  bool disposed() const { return disposed_; }
+  std::shared_ptr<SeqState> AcquireSeq();  // nullptr when every sequence is in use
+  void ReleaseSeq(std::shared_ptr<SeqState> seq, Napi::Reference<Napi::ArrayBuffer> keepAlive);
+  // Starts a prompt evaluation of seq->tokens[seq->nKv..]; resolves with {evaluated}.
+  Napi::Value SubmitEval(Napi::Env env, std::shared_ptr<EvalJob> job);
+  // Starts a generation; onChunk(tokens: Int32Array, texts: string[], done?: {...}) is called
+  // on the JS thread with everything produced since the last call.
+  void SubmitGen(Napi::Env env, std::shared_ptr<GenJob> job, Napi::Function onChunk);
+  Napi::Value SubmitTask(Napi::Env env, std::shared_ptr<TaskJob> job);
+  void Abort(const std::shared_ptr<Job>& job);
+  void SetPaused(Napi::Env env, const std::shared_ptr<GenJob>& job, bool paused);
+
+  // Makes seq ready to produce next-token logits: a session whose logits are stale gets its
+  // last token evaluated again. Returns false when the session is empty.
+  static bool PlanLogits(SeqState& seq);
+
+  llama_context* ctx() const { return ctx_.get(); }
+  const std::shared_ptr<ModelHandle>& model() const { return model_; }
+  uint32_t capacity() const { return capacity_; }
+  uint32_t sequences() const { return nSeq_; }
+  uint32_t freeSequences() const;
+  uint32_t batchSize() const { return nBatch_; }
+
+ private:
+  struct Part {
+    std::shared_ptr<Job> job;
+    size_t n = 0;
+    int32_t outIndex = -1;
+  };
+  struct JsPending {
+    std::optional<Napi::Promise::Deferred> deferred;  // none for internal tasks
+    Napi::FunctionReference onChunk;
+    Napi::Reference<Napi::ArrayBuffer> keepAlive;
+    std::shared_ptr<Job> job;
+    bool counted = true;  // holds a ref on the event loop
+  };
+  using Completion = std::function<void(Napi::Env)>;
+  static void CallCompletion(Napi::Env env, Napi::Function, Engine*, Completion* fn);
+  using Tsfn = Napi::TypedThreadSafeFunction<Engine, Completion, &Engine::CallCompletion>;
+
+  Engine(Napi::Env env, std::shared_ptr<ModelHandle> model, compat::ContextPtr ctx, uint32_t requested);
+
+  // --- engine thread ---
+  void Run();
+  bool HasWorkLocked() const;
+  void Step();
+  void SyncSeq(SeqState& seq);
+  void Sample(GenJob& gen, const float* logits);
+  void FinishGen(GenJob& gen, FinishReason reason, Failure failure = {});
+  void FinishJob(const std::shared_ptr<Job>& job);
+  void Post(Completion fn);
+  static bool AbortCallback(void* data);
+
+  // --- JS thread ---
+  void Track(Napi::Env env, std::shared_ptr<Job> job, JsPending pending);
+  void Settle(Napi::Env env, uint64_t id);
+  void DrainGen(Napi::Env env, uint64_t id);
+  void RefLoop(Napi::Env env, int delta);
+
+  std::shared_ptr<ModelHandle> model_;
+  compat::ContextPtr ctx_;
+  uint32_t capacity_ = 0;
+  uint32_t nSeq_ = 1;
+  uint32_t nBatch_ = 512;
+  Tsfn tsfn_;
+  std::thread thread_;
+
+  // Shared between threads (guarded by mu_).
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::shared_ptr<Job>> incoming_;
+  bool stopping_ = false;
+  std::atomic<bool> stopFlag_{false};
+
+  // Engine thread only.
+  std::vector<std::shared_ptr<GenJob>> gens_;
+  std::deque<std::shared_ptr<EvalJob>> evals_;
+  std::unique_ptr<compat::Batch> batch_;
+  std::atomic<Job*> soleJob_{nullptr};
+
+  // JS thread only.
+  Napi::Env env_;
+  bool disposed_ = false;
+  uint64_t nextId_ = 1;
+  int loopRefs_ = 0;
+  std::vector<bool> seqInUse_;
+  std::unordered_map<uint64_t, JsPending> pending_;
+};
+
+}  // namespace llama_napi

@@ -1,0 +1,373 @@
+#include "Model.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <optional>
+#include <string>
+
+#include "common.h"
+#include "log.h"
+
+namespace llama_napi {
+namespace {
+
+const napi_type_tag kModelTag = {0x6c6c616d614e4150ULL, 0x4d6f64656c000001ULL};
+
+// Checks the file before llama.cpp sees it, so that common mistakes get precise errors.
+Failure CheckModelFile(const std::string& path) {
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT || errno == ENOTDIR) {
+      return {"ERR_FILE_NOT_FOUND", "Model file not found: " + path + ". Check the path (it is resolved from the current directory)."};
+    }
+    return {"ERR_FILE_UNREADABLE", "Cannot access model file " + path + ": " + std::strerror(errno)};
+  }
+  if (S_ISDIR(st.st_mode)) {
+    return {"ERR_FILE_UNREADABLE", path + " is a directory; pass the path of a .gguf file"};
+  }
+  FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) {
+    return {"ERR_FILE_UNREADABLE", "Cannot open model file " + path + ": " + std::strerror(errno)};
+  }
+  char magic[4] = {0, 0, 0, 0};
+  size_t n = std::fread(magic, 1, 4, f);
+  std::fclose(f);
+  if (n < 4 || std::memcmp(magic, "GGUF", 4) != 0) {
+    return {"ERR_GGUF_INVALID", path + " is not a GGUF file (it does not start with the GGUF magic bytes)" +
+                                    std::string(n < 4 ? ": the file is shorter than 4 bytes" : "") +
+                                    ". Convert the model to GGUF with llama.cpp's convert_hf_to_gguf.py."};
+  }
+  return {};
+}
+
+// Sorts a llama.cpp load failure into an error code using the log lines it produced.
+Failure ClassifyLoadFailure(const std::string& path, const std::string& log) {
+  auto has = [&](const char* s) { return log.find(s) != std::string::npos; };
+  std::string detail = log.empty() ? "" : " llama.cpp said: " + log;
+  if (has("unknown model architecture") || has("unsupported model architecture")) {
+    return {"ERR_UNSUPPORTED", "The model in " + path + " uses an architecture this llama.cpp build does not support." + detail};
+  }
+  if (has("gguf") || has("GGUF") || has("file bounds") || has("truncated") || has("failed to read") ||
+      has("tensor") || has("key not found") || has("invalid")) {
+    return {"ERR_GGUF_INVALID", "The GGUF file " + path + " is invalid or truncated." + detail};
+  }
+  return {"ERR_MODEL_LOAD", "Failed to load the model from " + path + "." + detail};
+}
+
+struct ProgressState {
+  const Napi::AsyncProgressWorker<float>::ExecutionProgress* progress;
+  std::atomic<bool>* abort;
+  float lastSent;
+};
+
+class LoadWorker : public Napi::AsyncProgressWorker<float> {
+ public:
+  LoadWorker(ModelWrap* wrap, Napi::Object receiver, std::string path, std::optional<bool> useMmap,
+             std::shared_ptr<std::atomic<bool>> abort, std::optional<Napi::Function> onProgress,
+             Napi::Promise::Deferred deferred)
+      : Napi::AsyncProgressWorker<float>(receiver.Env(), "llama-napi:loadModel"),
+        receiver_(Napi::Persistent(receiver)),
+        wrap_(wrap),
+        path_(std::move(path)),
+        useMmap_(useMmap),
+        abort_(std::move(abort)),
+        deferred_(deferred) {
+    if (onProgress) onProgress_ = Napi::Persistent(*onProgress);
+  }
+
+  void Execute(const ExecutionProgress& progress) override {
+    failure_ = CheckModelFile(path_);
+    if (!failure_.ok()) return;
+    LogCapture capture;
+    ProgressState state{&progress, abort_.get(), -1.0f};
+    llama_model_params params = compat::ModelParams(useMmap_.value_or(true), useMmap_.has_value());
+    params.progress_callback = [](float p, void* ud) -> bool {
+      auto* s = static_cast<ProgressState*>(ud);
+      if (s->abort->load()) return false;
+      if (p - s->lastSent >= 0.01f || p >= 1.0f) {
+        s->lastSent = p;
+        s->progress->Send(&p, 1);
+      }
+      return true;
+    };
+    params.progress_callback_user_data = &state;
+    model_.reset(llama_model_load_from_file(path_.c_str(), params));
+    if (!model_) {
+      failure_ = abort_->load() ? Failure{"ERR_ABORTED", "Loading " + path_ + " was aborted"}
+                                : ClassifyLoadFailure(path_, capture.Text());
+    }
+  }
+
+  void OnProgress(const float* data, size_t count) override {
+    if (count == 0 || onProgress_.IsEmpty()) return;
+    Napi::HandleScope scope(Env());
+    try {
+      onProgress_.Call({Napi::Number::New(Env(), data[count - 1])});
+    } catch (const Napi::Error&) {
+      // A throwing progress callback must not break the load; the error is dropped.
+    }
+  }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    if (!failure_.ok()) {
+      deferred_.Reject(MakeError(env, failure_.code, failure_.message).Value());
+    } else if (wrap_->disposed()) {
+      model_.reset();
+      deferred_.Reject(MakeError(env, "ERR_DISPOSED", "The model was disposed while it was loading").Value());
+    } else {
+      wrap_->FinishLoad(std::move(model_));
+      deferred_.Resolve(env.Undefined());
+    }
+  }
+
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  Napi::ObjectReference receiver_;  // keeps the Model object alive while loading
+  ModelWrap* wrap_;
+  std::string path_;
+  std::optional<bool> useMmap_;
+  std::shared_ptr<std::atomic<bool>> abort_;
+  Napi::FunctionReference onProgress_;
+  Napi::Promise::Deferred deferred_;
+  compat::ModelPtr model_;
+  Failure failure_;
+};
+
+std::string MetaValue(const llama_model* model, const char* key) {
+  char buf[256];
+  int32_t n = llama_model_meta_val_str(model, key, buf, sizeof(buf));
+  if (n < 0) return "";
+  if (static_cast<size_t>(n) < sizeof(buf)) return std::string(buf, static_cast<size_t>(n));
+  std::string out(static_cast<size_t>(n) + 1, '\0');
+  llama_model_meta_val_str(model, key, out.data(), out.size());
+  out.resize(static_cast<size_t>(n));
+  return out;
+}
+
+const char* VocabTypeName(enum llama_vocab_type t) {
+  switch (t) {
+    case LLAMA_VOCAB_TYPE_SPM: return "spm";
+    case LLAMA_VOCAB_TYPE_BPE: return "bpe";
+    case LLAMA_VOCAB_TYPE_WPM: return "wpm";
+    case LLAMA_VOCAB_TYPE_UGM: return "ugm";
+    case LLAMA_VOCAB_TYPE_RWKV: return "rwkv";
+    case LLAMA_VOCAB_TYPE_PLAMO2: return "plamo2";
+    case LLAMA_VOCAB_TYPE_NONE: return "none";
+    default: return "other";
+  }
+}
+
+}  // namespace
+
+Napi::Function ModelWrap::Init(Napi::Env env) {
+  return DefineClass(env, "NativeModel",
+                     {
+                         InstanceMethod<&ModelWrap::Load>("load"),
+                         InstanceMethod<&ModelWrap::AbortLoad>("abortLoad"),
+                         InstanceMethod<&ModelWrap::Info>("info"),
+                         InstanceMethod<&ModelWrap::Tokenize>("tokenize"),
+                         InstanceMethod<&ModelWrap::Detokenize>("detokenize"),
+                         InstanceMethod<&ModelWrap::TokenToPiece>("tokenToPiece"),
+                         InstanceMethod<&ModelWrap::SpecialTokens>("specialTokens"),
+                         InstanceMethod<&ModelWrap::IsEog>("isEog"),
+                         InstanceMethod<&ModelWrap::IsControl>("isControl"),
+                         InstanceMethod<&ModelWrap::MetaString>("metaString"),
+                         InstanceMethod<&ModelWrap::Dispose>("dispose"),
+                     });
+}
+
+ModelWrap::ModelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelWrap>(info) {
+  info.This().As<Napi::Object>().TypeTag(&kModelTag);
+}
+
+std::shared_ptr<ModelHandle> ModelWrap::HandleOf(Napi::Env env, Napi::Value value) {
+  if (!value.IsObject() || !value.As<Napi::Object>().CheckTypeTag(&kModelTag)) {
+    Throw(env, "ERR_INVALID_ARGUMENT", "Expected a Model created by loadModel()");
+  }
+  return Unwrap(value.As<Napi::Object>())->Handle(env);
+}
+
+std::shared_ptr<ModelHandle> ModelWrap::Handle(Napi::Env env) const {
+  if (disposed_) Throw(env, "ERR_DISPOSED", "This Model has been disposed; load it again to continue");
+  if (!handle_) Throw(env, "ERR_STATE", "The model has not finished loading");
+  return handle_;
+}
+
+void ModelWrap::FinishLoad(compat::ModelPtr model) {
+  loading_ = false;
+  auto handle = std::make_shared<ModelHandle>();
+  handle->vocab = compat::Vocab(model.get());
+  handle->nVocab = compat::VocabSize(model.get());
+  handle->model = std::move(model);
+  handle_ = std::move(handle);
+}
+
+Napi::Value ModelWrap::Load(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Args args(info);
+  std::string path = args.String(0, "path");
+  Options opts(env, args.OptionalObject(1, "options"), "options");
+  std::optional<bool> useMmap = opts.Bool("useMmap");
+  std::optional<Napi::Function> onProgress = args.OptionalFunction(2, "onProgress");
+  if (disposed_) return Rejected(env, "ERR_DISPOSED", "This Model has been disposed");
+  if (loading_ || handle_) return Rejected(env, "ERR_STATE", "load() may only be called once per Model");
+  if (path.find('\0') != std::string::npos) {
+    return Rejected(env, "ERR_INVALID_ARGUMENT", "path must not contain NUL characters");
+  }
+  loading_ = true;
+  auto deferred = Napi::Promise::Deferred::New(env);
+  auto* worker = new LoadWorker(this, info.This().As<Napi::Object>(), path, useMmap, abortLoad_, onProgress, deferred);
+  worker->Queue();
+  return deferred.Promise();
+}
+
+void ModelWrap::AbortLoad(const Napi::CallbackInfo& info) { abortLoad_->store(true); }
+
+Napi::Value ModelWrap::Info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto h = Handle(env);
+  const llama_model* m = h->model.get();
+  Napi::Object out = Napi::Object::New(env);
+  char desc[256];
+  int32_t n = llama_model_desc(m, desc, sizeof(desc));
+  out.Set("architecture", MetaValue(m, "general.architecture"));
+  out.Set("name", MetaValue(m, "general.name"));
+  out.Set("description", std::string(desc, n > 0 ? static_cast<size_t>(std::min<int32_t>(n, sizeof(desc) - 1)) : 0));
+  out.Set("parameters", Napi::Number::New(env, static_cast<double>(llama_model_n_params(m))));
+  out.Set("sizeBytes", Napi::Number::New(env, static_cast<double>(llama_model_size(m))));
+  out.Set("vocabSize", h->nVocab);
+  out.Set("vocabType", VocabTypeName(llama_vocab_type(h->vocab)));
+  out.Set("trainContextSize", llama_model_n_ctx_train(m));
+  out.Set("embeddingSize", llama_model_n_embd(m));
+  out.Set("layers", llama_model_n_layer(m));
+  out.Set("heads", llama_model_n_head(m));
+  out.Set("headsKv", llama_model_n_head_kv(m));
+  out.Set("fileType", llama_ftype_name(llama_model_ftype(m)));
+  out.Set("learnedPositions", compat::HasLearnedPositions(m));
+  out.Set("hasEncoder", llama_model_has_encoder(m));
+  out.Set("hasDecoder", llama_model_has_decoder(m));
+  out.Set("recurrent", llama_model_is_recurrent(m));
+  const char* tmpl = llama_model_chat_template(m, nullptr);
+  out.Set("chatTemplate", tmpl != nullptr ? Napi::Value(Napi::String::New(env, tmpl)) : env.Null());
+  return out;
+}
+
+Napi::Value ModelWrap::MetaString(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto h = Handle(env);
+  std::string key = Args(info).String(0, "key");
+  char probe[1];
+  if (llama_model_meta_val_str(h->model.get(), key.c_str(), probe, sizeof(probe)) < 0) return env.Null();
+  return Napi::String::New(env, MetaValue(h->model.get(), key.c_str()));
+}
+
+Napi::Value ModelWrap::Tokenize(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Args args(info);
+  auto h = Handle(env);
+  std::string text = args.String(0, "text");
+  bool addSpecial = args.Bool(1, "addSpecial");
+  bool parseSpecial = args.Bool(2, "parseSpecial");
+  std::vector<llama_token> tokens;
+  if (!compat::Tokenize(h->vocab, text, addSpecial, parseSpecial, tokens)) {
+    Throw(env, "ERR_INVALID_ARGUMENT", "The text is too long to tokenize (over 2^31 tokens)");
+  }
+  return ToInt32Array(env, tokens.data(), tokens.size());
+}
+
+llama_token ModelWrap::CheckedToken(Napi::Env env, const Napi::Value& v) const {
+  auto h = Handle(env);
+  if (!v.IsNumber()) Throw(env, "ERR_INVALID_ARGUMENT", "token must be an integer");
+  double d = v.As<Napi::Number>().DoubleValue();
+  if (!(d >= 0 && d < h->nVocab) || static_cast<double>(static_cast<int64_t>(d)) != d) {
+    Throw(env, "ERR_TOKEN_INVALID",
+          "Token " + std::to_string(d) + " is out of range: this model's token ids are 0.." + std::to_string(h->nVocab - 1));
+  }
+  return static_cast<llama_token>(d);
+}
+
+Napi::Value ModelWrap::Detokenize(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Args args(info);
+  auto h = Handle(env);
+  std::vector<llama_token> tokens = args.Tokens(0, "tokens");
+  bool removeSpecial = args.Bool(1, "removeSpecial");
+  bool unparseSpecial = args.Bool(2, "unparseSpecial");
+  for (size_t i = 0; i < tokens.size(); i++) {
+    if (tokens[i] < 0 || tokens[i] >= h->nVocab) {
+      Throw(env, "ERR_TOKEN_INVALID",
+            "tokens[" + std::to_string(i) + "] = " + std::to_string(tokens[i]) +
+                " is out of range: this model's token ids are 0.." + std::to_string(h->nVocab - 1));
+    }
+  }
+  std::string text;
+  if (!compat::Detokenize(h->vocab, tokens, removeSpecial, unparseSpecial, text)) {
+    Throw(env, "ERR_INTERNAL", "llama_detokenize failed");
+  }
+  return Napi::String::New(env, text);
+}
+
+Napi::Value ModelWrap::TokenToPiece(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Args args(info);
+  auto h = Handle(env);
+  llama_token token = CheckedToken(env, info[0]);
+  bool special = args.Bool(1, "special");
+  std::string piece = compat::TokenPiece(h->vocab, token, special);
+  return Napi::Buffer<uint8_t>::Copy(env, reinterpret_cast<const uint8_t*>(piece.data()), piece.size());
+}
+
+Napi::Value ModelWrap::SpecialTokens(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto h = Handle(env);
+  const llama_vocab* v = h->vocab;
+  Napi::Object out = Napi::Object::New(env);
+  auto set = [&](const char* name, llama_token t) {
+    out.Set(name, t == LLAMA_TOKEN_NULL ? env.Null() : Napi::Value(Napi::Number::New(env, t)));
+  };
+  set("bos", llama_vocab_bos(v));
+  set("eos", llama_vocab_eos(v));
+  set("eot", llama_vocab_eot(v));
+  set("sep", llama_vocab_sep(v));
+  set("nl", llama_vocab_nl(v));
+  set("pad", llama_vocab_pad(v));
+  set("mask", llama_vocab_mask(v));
+  set("fimPre", llama_vocab_fim_pre(v));
+  set("fimSuf", llama_vocab_fim_suf(v));
+  set("fimMid", llama_vocab_fim_mid(v));
+  set("fimPad", llama_vocab_fim_pad(v));
+  set("fimRep", llama_vocab_fim_rep(v));
+  set("fimSep", llama_vocab_fim_sep(v));
+  out.Set("addBos", llama_vocab_get_add_bos(v));
+  out.Set("addEos", llama_vocab_get_add_eos(v));
+  out.Set("addSep", llama_vocab_get_add_sep(v));
+  return out;
+}
+
+Napi::Value ModelWrap::IsEog(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  llama_token t = CheckedToken(env, info[0]);
+  return Napi::Boolean::New(env, llama_vocab_is_eog(handle_->vocab, t));
+}
+
+Napi::Value ModelWrap::IsControl(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  llama_token t = CheckedToken(env, info[0]);
+  return Napi::Boolean::New(env, llama_vocab_is_control(handle_->vocab, t));
+}
+
+void ModelWrap::Dispose(const Napi::CallbackInfo& info) {
+  if (disposed_) return;
+  disposed_ = true;
+  abortLoad_->store(true);
+  // Contexts made from this model hold their own reference; the weights are freed with the last.
+  handle_.reset();
+}
+
+}  // namespace llama_napi

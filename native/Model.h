@@ -1,0 +1,58 @@
+// Model: a loaded GGUF model (weights + vocabulary). JS class: Model (src/model.ts).
+#pragma once
+
+#include <napi.h>
+
+#include <atomic>
+#include <memory>
+
+#include "llama_compat.h"
+
+namespace llama_napi {
+
+// The loaded model, shared by the Model wrapper and every context made from it, so that the
+// weights outlive the last context even when the Model object is disposed first.
+struct ModelHandle {
+  compat::ModelPtr model;
+  const llama_vocab* vocab = nullptr;
+  int32_t nVocab = 0;
+};
+
+class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
+ public:
+  static Napi::Function Init(Napi::Env env);
+  // The wrapped model of a JS object, checked by type tag; throws ERR_INVALID_ARGUMENT or
+  // ERR_DISPOSED.
+  static std::shared_ptr<ModelHandle> HandleOf(Napi::Env env, Napi::Value value);
+
+  explicit ModelWrap(const Napi::CallbackInfo& info);
+  ~ModelWrap() override = default;
+
+  // Called by the load worker on the JS thread.
+  void FinishLoad(compat::ModelPtr model);
+  bool disposed() const { return disposed_; }
+
+ private:
+  std::shared_ptr<ModelHandle> Handle(Napi::Env env) const;
+
+  Napi::Value Load(const Napi::CallbackInfo& info);
+  void AbortLoad(const Napi::CallbackInfo& info);
+  Napi::Value Info(const Napi::CallbackInfo& info);
+  Napi::Value Tokenize(const Napi::CallbackInfo& info);
+  Napi::Value Detokenize(const Napi::CallbackInfo& info);
+  Napi::Value TokenToPiece(const Napi::CallbackInfo& info);
+  Napi::Value SpecialTokens(const Napi::CallbackInfo& info);
+  Napi::Value IsEog(const Napi::CallbackInfo& info);
+  Napi::Value IsControl(const Napi::CallbackInfo& info);
+  Napi::Value MetaString(const Napi::CallbackInfo& info);
+  void Dispose(const Napi::CallbackInfo& info);
+
+  llama_token CheckedToken(Napi::Env env, const Napi::Value& v) const;
+
+  std::shared_ptr<ModelHandle> handle_;
+  std::shared_ptr<std::atomic<bool>> abortLoad_ = std::make_shared<std::atomic<bool>>(false);
+  bool loading_ = false;
+  bool disposed_ = false;
+};
+
+}  // namespace llama_napi

@@ -1,0 +1,48 @@
+// Session: one sequence of a context's KV cache, with its token history. JS class: Session
+// (src/session.ts).
+#pragma once
+
+#include <napi.h>
+
+#include <memory>
+
+#include "Engine.h"
+
+namespace llama_napi {
+
+class SessionWrap : public Napi::ObjectWrap<SessionWrap> {
+ public:
+  static Napi::Function Init(Napi::Env env);
+
+  // new NativeSession(context): takes a free sequence of the context (ERR_NO_SEQUENCE if none).
+  explicit SessionWrap(const Napi::CallbackInfo& info);
+  ~SessionWrap() override;
+
+ private:
+  static SessionWrap* Of(Napi::Env env, Napi::Value value);
+  void CheckUsable(Napi::Env env) const;  // not disposed, context alive
+  void CheckIdle(Napi::Env env) const;    // usable and no job in flight
+
+  Napi::Value Prompt(const Napi::CallbackInfo& info);
+  Napi::Value Logits(const Napi::CallbackInfo& info);
+  void Generate(const Napi::CallbackInfo& info);
+  void SetPaused(const Napi::CallbackInfo& info);
+  void Abort(const Napi::CallbackInfo& info);
+  Napi::Value History(const Napi::CallbackInfo& info);
+  void Truncate(const Napi::CallbackInfo& info);
+  Napi::Value Fork(const Napi::CallbackInfo& info);
+  Napi::Value SaveState(const Napi::CallbackInfo& info);
+  Napi::Value LoadState(const Napi::CallbackInfo& info);
+  Napi::Value Info(const Napi::CallbackInfo& info);
+  void Dispose(const Napi::CallbackInfo& info);
+  void Release();
+
+  std::shared_ptr<Engine> engine_;
+  std::shared_ptr<SeqState> seq_;
+  std::shared_ptr<Job> current_;                   // the job in flight, if any
+  Napi::Reference<Napi::ArrayBuffer> logitsBuf_;   // backing store of seq_->logits
+  Napi::Reference<Napi::Float32Array> logitsView_;
+  bool disposed_ = false;
+};
+
+}  // namespace llama_napi

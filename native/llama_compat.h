@@ -1,0 +1,128 @@
+// The one place that knows llama.h's exact API. When llama.cpp renames or reshapes a
+// function, only this file changes. Ownership of every llama handle is expressed here:
+// each handle type gets a std::unique_ptr whose deleter is the matching llama free function.
+#pragma once
+
+#include <llama.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace llama_napi::compat {
+
+struct ModelDeleter {
+  void operator()(llama_model* m) const { llama_model_free(m); }
+};
+struct ContextDeleter {
+  void operator()(llama_context* c) const { llama_free(c); }
+};
+struct SamplerDeleter {
+  void operator()(llama_sampler* s) const { llama_sampler_free(s); }
+};
+
+using ModelPtr = std::unique_ptr<llama_model, ModelDeleter>;      // owns a llama_model
+using ContextPtr = std::unique_ptr<llama_context, ContextDeleter>;  // owns a llama_context
+using SamplerPtr = std::unique_ptr<llama_sampler, SamplerDeleter>;  // owns a sampler (or chain)
+
+// A llama_batch allocated with llama_batch_init and freed with llama_batch_free.
+class Batch {
+ public:
+  Batch(int32_t capacity) : capacity_(capacity), batch_(llama_batch_init(capacity, 0, 1)) {}
+  ~Batch() { llama_batch_free(batch_); }
+  Batch(const Batch&) = delete;
+  Batch& operator=(const Batch&) = delete;
+
+  void Clear() { batch_.n_tokens = 0; }
+  int32_t Size() const { return batch_.n_tokens; }
+  int32_t Capacity() const { return capacity_; }
+  // Adds one token of one sequence; returns its index in the batch.
+  int32_t Add(llama_token token, llama_pos pos, llama_seq_id seq, bool output) {
+    const int32_t i = batch_.n_tokens++;
+    batch_.token[i] = token;
+    batch_.pos[i] = pos;
+    batch_.n_seq_id[i] = 1;
+    batch_.seq_id[i][0] = seq;
+    batch_.logits[i] = output ? 1 : 0;
+    return i;
+  }
+  const llama_batch& Get() const { return batch_; }
+
+ private:
+  int32_t capacity_;
+  llama_batch batch_;
+};
+
+inline llama_model_params ModelParams(bool useMmap, bool mmapSet) {
+  llama_model_params p = llama_model_default_params();
+  if (mmapSet) p.load_mode = useMmap ? LLAMA_LOAD_MODE_MMAP : LLAMA_LOAD_MODE_NONE;
+  p.n_gpu_layers = 0;
+  return p;
+}
+
+inline llama_memory_t Memory(llama_context* ctx) { return llama_get_memory(ctx); }
+
+// Removes positions [p0, p1) (p1 < 0: to the end) of one sequence from the KV cache.
+inline bool SeqRemove(llama_context* ctx, llama_seq_id seq, llama_pos p0, llama_pos p1) {
+  return llama_memory_seq_rm(Memory(ctx), seq, p0, p1);
+}
+inline void SeqCopy(llama_context* ctx, llama_seq_id src, llama_seq_id dst) {
+  llama_memory_seq_cp(Memory(ctx), src, dst, -1, -1);
+}
+inline llama_pos SeqPosMax(llama_context* ctx, llama_seq_id seq) { return llama_memory_seq_pos_max(Memory(ctx), seq); }
+inline bool CanShift(llama_context* ctx) { return llama_memory_can_shift(Memory(ctx)); }
+inline void SeqShift(llama_context* ctx, llama_seq_id seq, llama_pos p0, llama_pos p1, llama_pos delta) {
+  llama_memory_seq_add(Memory(ctx), seq, p0, p1, delta);
+}
+
+inline const llama_vocab* Vocab(const llama_model* m) { return llama_model_get_vocab(m); }
+inline int32_t VocabSize(const llama_model* m) { return llama_vocab_n_tokens(Vocab(m)); }
+
+// Text of one token as UTF-8 bytes (possibly a partial character).
+inline std::string TokenPiece(const llama_vocab* vocab, llama_token token, bool special) {
+  char small[64];
+  int32_t n = llama_token_to_piece(vocab, token, small, sizeof(small), 0, special);
+  if (n >= 0) return std::string(small, static_cast<size_t>(n));
+  std::string out(static_cast<size_t>(-n), '\0');
+  n = llama_token_to_piece(vocab, token, out.data(), static_cast<int32_t>(out.size()), 0, special);
+  out.resize(n > 0 ? static_cast<size_t>(n) : 0);
+  return out;
+}
+
+// Whole-text tokenisation with a buffer sized from the text; returns false on overflow.
+inline bool Tokenize(const llama_vocab* vocab, const std::string& text, bool addSpecial, bool parseSpecial,
+                     std::vector<llama_token>& out) {
+  if (text.size() > static_cast<size_t>(INT32_MAX)) return false;
+  out.resize(text.size() + 8);
+  int32_t n = llama_tokenize(vocab, text.data(), static_cast<int32_t>(text.size()), out.data(),
+                             static_cast<int32_t>(out.size()), addSpecial, parseSpecial);
+  if (n == INT32_MIN) return false;
+  if (n < 0) {
+    out.resize(static_cast<size_t>(-n));
+    n = llama_tokenize(vocab, text.data(), static_cast<int32_t>(text.size()), out.data(),
+                       static_cast<int32_t>(out.size()), addSpecial, parseSpecial);
+    if (n < 0) return false;
+  }
+  out.resize(static_cast<size_t>(n));
+  return true;
+}
+
+inline bool Detokenize(const llama_vocab* vocab, const std::vector<llama_token>& tokens, bool removeSpecial,
+                       bool unparseSpecial, std::string& out) {
+  out.resize(tokens.size() * 8 + 16);
+  int32_t n = llama_detokenize(vocab, tokens.data(), static_cast<int32_t>(tokens.size()), out.data(),
+                               static_cast<int32_t>(out.size()), removeSpecial, unparseSpecial);
+  if (n < 0) {
+    out.resize(static_cast<size_t>(-n));
+    n = llama_detokenize(vocab, tokens.data(), static_cast<int32_t>(tokens.size()), out.data(),
+                         static_cast<int32_t>(out.size()), removeSpecial, unparseSpecial);
+    if (n < 0) return false;
+  }
+  out.resize(static_cast<size_t>(n));
+  return true;
+}
+
+// Positions a model can use: learned absolute positions (no RoPE) stop at the training context.
+inline bool HasLearnedPositions(const llama_model* m) { return llama_model_rope_type(m) == LLAMA_ROPE_TYPE_NONE; }
+
+}  // namespace llama_napi::compat

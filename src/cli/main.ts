@@ -1,0 +1,51 @@
+#!/usr/bin/env node
+/** The llama-napi command line. */
+import { reportError, UsageError } from "./args.js";
+import { generateUsage, runGenerate } from "./generate.js";
+import { makeGpt2Usage, runMakeGpt2 } from "./make-gpt2.js";
+
+interface Command {
+  usage: string;
+  run(argv: string[]): Promise<number>;
+}
+
+const COMMANDS: Record<string, Command> = {
+  generate: { usage: generateUsage, run: runGenerate },
+  "make-gpt2": { usage: makeGpt2Usage, run: runMakeGpt2 },
+};
+
+function help(): string {
+  return `llama-napi: run local LLMs (GGUF) through llama.cpp
+
+Commands:
+${Object.values(COMMANDS)
+  .map((c) => `  ${c.usage.split("\n")[0]}`)
+  .join("\n")}
+
+Run \`llama-napi help COMMAND\` for a command's options.`;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === "help" || name === "--help" || name === "-h") {
+    const topic = rest[0] !== undefined ? COMMANDS[rest[0]] : undefined;
+    process.stdout.write(`${topic ? topic.usage : help()}\n`);
+    return 0;
+  }
+  const command = COMMANDS[name];
+  if (!command) throw new UsageError(`unknown command "${name}"`);
+  if (rest.includes("--help") || rest.includes("-h")) {
+    process.stdout.write(`${command.usage}\n`);
+    return 0;
+  }
+  return command.run(rest);
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    process.exitCode = reportError(err);
+  },
+);

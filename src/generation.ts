@@ -1,0 +1,176 @@
+import { AbortError, LlamaError } from "./errors.js";
+import type { NativeGenerateOptions, NativeGenerationDone, NativeSession } from "./native.js";
+
+/** One generated token and the text it releases. */
+export interface GeneratedToken {
+  token: number;
+  /**
+   * Text that became final with this token. It can be "" when the token holds part of a UTF-8
+   * character or the start of a possible stop string; that text comes with a later token.
+   */
+  text: string;
+}
+
+/** Why a generation ended. */
+export type FinishReason = "eog" | "length" | "stop" | "aborted";
+
+export interface GenerationResult {
+  text: string;
+  tokens: number[];
+  finishReason: FinishReason;
+}
+
+/** Items buffered before the native loop pauses, waiting for the consumer. */
+const HIGH_WATER_MARK = 1024;
+const LOW_WATER_MARK = 256;
+
+/**
+ * A running generation: an AsyncIterable of tokens. The native loop decodes, samples and checks
+ * stop conditions on its own thread and hands tokens over in batches; when the consumer falls
+ * behind by HIGH_WATER_MARK tokens, the loop pauses for it.
+ *
+ * ```ts
+ * for await (const { text } of session.generate({ maxTokens: 50 })) process.stdout.write(text);
+ * ```
+ */
+export class Generation implements AsyncIterable<GeneratedToken> {
+  #native: NativeSession | undefined;
+  #items: GeneratedToken[] = [];
+  #head = 0;
+  #done: NativeGenerationDone | undefined;
+  #error: LlamaError | undefined;
+  #wake: (() => void) | undefined;
+  #paused = false;
+  #iterated = false;
+  #settled!: () => void;
+  readonly #finished = new Promise<void>((resolve) => (this.#settled = resolve));
+
+  /** @internal Use session.generate(). */
+  constructor(
+    private readonly options: NativeGenerateOptions,
+    signal: AbortSignal | undefined,
+  ) {
+    if (signal) {
+      if (signal.aborted) this.#abortWith(new AbortError("The generation was aborted", { cause: signal.reason }));
+      else signal.addEventListener("abort", () => this.#abortWith(new AbortError("The generation was aborted", { cause: signal.reason })), { once: true });
+    }
+  }
+
+  /** Why the generation ended; undefined while it runs. */
+  get finishReason(): FinishReason | undefined {
+    const r = this.#done?.reason;
+    return r === "eog" || r === "length" || r === "stop" || r === "aborted" ? r : undefined;
+  }
+
+  /** @internal Starts the native loop; resolves when it has ended. */
+  start(native: NativeSession): Promise<void> {
+    if (this.#error || this.#done) {
+      this.#settled();
+      return this.#finished;
+    }
+    this.#native = native;
+    try {
+      native.generate(this.options, (tokens, texts, done) => this.#onChunk(tokens, texts, done));
+    } catch (err) {
+      this.#fail(err instanceof LlamaError ? err : new LlamaError("ERR_INTERNAL", String(err)));
+      this.#settled();
+    }
+    return this.#finished;
+  }
+
+  /** @internal Ends the generation without starting it (its session went away). */
+  cancel(error: LlamaError): void {
+    this.#abortWith(error);
+    this.#settled();
+  }
+
+  /** Stops the generation; iteration ends after the tokens already produced. */
+  abort(): void {
+    this.#native?.abort();
+  }
+
+  /** Consumes the generation and returns all of its text and tokens. */
+  async collect(): Promise<GenerationResult> {
+    const tokens: number[] = [];
+    let text = "";
+    for await (const item of this) {
+      tokens.push(item.token);
+      text += item.text;
+    }
+    return { text, tokens, finishReason: this.finishReason ?? "aborted" };
+  }
+
+  /** Consumes the generation and returns its text. */
+  async text(): Promise<string> {
+    return (await this.collect()).text;
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<GeneratedToken> {
+    if (this.#iterated) throw new LlamaError("ERR_STATE", "A generation can be iterated only once");
+    this.#iterated = true;
+    return {
+      next: () => this.#next(),
+      return: async () => {
+        this.abort();
+        this.#items = [];
+        this.#head = 0;
+        return { done: true, value: undefined };
+      },
+    };
+  }
+
+  async #next(): Promise<IteratorResult<GeneratedToken>> {
+    for (;;) {
+      if (this.#error) throw this.#error;
+      if (this.#head < this.#items.length) {
+        const value = this.#items[this.#head++];
+        if (this.#head === this.#items.length) {
+          this.#items = [];
+          this.#head = 0;
+        }
+        if (this.#paused && this.#items.length - this.#head <= LOW_WATER_MARK) {
+          this.#paused = false;
+          this.#native?.setPaused(false);
+        }
+        return { done: false, value };
+      }
+      if (this.#done) {
+        if (this.#done.error) throw this.#done.error;
+        return { done: true, value: undefined };
+      }
+      await new Promise<void>((resolve) => (this.#wake = resolve));
+    }
+  }
+
+  #onChunk(tokens: Int32Array, texts: string[], done: NativeGenerationDone | undefined): void {
+    for (let i = 0; i < tokens.length; i++) this.#items.push({ token: tokens[i], text: texts[i] });
+    if (!this.#paused && !done && this.#items.length - this.#head >= HIGH_WATER_MARK) {
+      this.#paused = true;
+      this.#native?.setPaused(true);
+    }
+    if (done) {
+      this.#done = done;
+      this.#settled();
+    }
+    this.#wakeUp();
+  }
+
+  #abortWith(error: LlamaError): void {
+    if (this.#done) return;
+    this.#error ??= error;
+    this.#native?.abort();
+    this.#wakeUp();
+  }
+
+  #fail(error: LlamaError): void {
+    this.#error ??= error;
+    this.#done ??= { reason: "error", error };
+    this.#wakeUp();
+  }
+
+  #wakeUp(): void {
+    const wake = this.#wake;
+    this.#wake = undefined;
+    wake?.();
+  }
+}

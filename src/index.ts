@@ -1,0 +1,26 @@
+/**
+ * llama-napi: run local LLMs (GGUF) in Node.js through a vendored llama.cpp.
+ *
+ * ```ts
+ * import { loadModel } from "llama-napi";
+ * const model = await loadModel("model.gguf");
+ * const context = await model.createContext({ contextSize: 1024 });
+ * const session = context.createSession();
+ * await session.prompt("Once upon a time");
+ * for await (const { text } of session.generate({ maxTokens: 40, temperature: 0 })) process.stdout.write(text);
+ * model.dispose();
+ * ```
+ */
+export { loadModel, Model, LARGE_METADATA_KEYS } from "./model.js";
+export type { LoadModelOptions, ModelInfo, MetadataValue, SpecialTokens, TokenizeOptions, DetokenizeOptions } from "./model.js";
+export { Context, defaultThreads } from "./context.js";
+export type { ContextOptions, KvCacheType } from "./context.js";
+export { Session } from "./session.js";
+export type { PromptOptions, PromptResult, GenerateOptions } from "./session.js";
+export { Generation } from "./generation.js";
+export type { GeneratedToken, FinishReason, GenerationResult } from "./generation.js";
+export type { SamplingOptions, SamplerName } from "./sampling.js";
+export { LlamaError, GgufError, AbortError, DisposedError, ContextFullError } from "./errors.js";
+export type { LlamaErrorCode } from "./errors.js";
+export { systemInfo, setLogLevel } from "./system.js";
+export type { SystemInfo, LogLevel } from "./system.js";

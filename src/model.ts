@@ -1,0 +1,211 @@
+import fs from "node:fs";
+import path from "node:path";
+
+import { Context, type ContextOptions } from "./context.js";
+import { AbortError, DisposedError, LlamaError, invalidArgument } from "./errors.js";
+import { metadataValues, readGguf } from "./gguf/index.js";
+import { binding, type NativeModel, type NativeModelInfo, type NativeSpecialTokens } from "./native.js";
+
+export interface LoadModelOptions {
+  /** Called with the load progress, from 0 to 1. */
+  onProgress?: (progress: number) => void;
+  /** Aborts the load; the promise then rejects with an AbortError (ERR_ABORTED). */
+  signal?: AbortSignal;
+  /** Memory-map the weights (default: llama.cpp's choice, which maps when it can). */
+  useMmap?: boolean;
+}
+
+/** A GGUF metadata value as JavaScript sees it (uint64 values beyond 2^53 are bigints). */
+export type MetadataValue = string | number | bigint | boolean | MetadataValue[];
+
+/** What a model is, from its GGUF header and llama.cpp. */
+export interface ModelInfo extends Omit<NativeModelInfo, "chatTemplate"> {
+  /** Size of the model file in bytes. */
+  fileSizeBytes: number;
+}
+
+export type SpecialTokens = NativeSpecialTokens;
+
+export interface TokenizeOptions {
+  /** Add the BOS/EOS tokens the model asks for (default true). */
+  addSpecial?: boolean;
+  /** Turn special-token text such as "<|endoftext|>" into the special token (default false). */
+  parseSpecial?: boolean;
+}
+
+export interface DetokenizeOptions {
+  /** Drop the BOS/EOS tokens the model adds (default false). */
+  removeSpecial?: boolean;
+  /** Render special tokens as their text (default false). */
+  unparseSpecial?: boolean;
+}
+
+/** GGUF keys left out of `model.metadata` because they hold the whole vocabulary. */
+export const LARGE_METADATA_KEYS: ReadonlySet<string> = new Set([
+  "tokenizer.ggml.tokens",
+  "tokenizer.ggml.scores",
+  "tokenizer.ggml.token_type",
+  "tokenizer.ggml.merges",
+  "tokenizer.ggml.precompiled_charsmap",
+]);
+
+/**
+ * Loads a GGUF model. Loading runs off the event loop.
+ *
+ * ```ts
+ * const model = await loadModel("model.gguf", { onProgress: (p) => console.log(p) });
+ * ```
+ */
+export async function loadModel(modelPath: string, options: LoadModelOptions = {}): Promise<Model> {
+  if (typeof modelPath !== "string" || modelPath === "") invalidArgument("modelPath", "a non-empty string", modelPath);
+  const { onProgress, signal, useMmap } = options;
+  if (onProgress !== undefined && typeof onProgress !== "function") invalidArgument("onProgress", "a function", onProgress);
+  if (useMmap !== undefined && typeof useMmap !== "boolean") invalidArgument("useMmap", "a boolean", useMmap);
+  if (signal?.aborted) throw new AbortError("Loading was aborted before it started", { cause: signal.reason });
+  const resolved = path.resolve(modelPath);
+  const native = new (binding().Model)();
+  const onAbort = () => native.abortLoad();
+  signal?.addEventListener("abort", onAbort, { once: true });
+  try {
+    // The header is read while llama.cpp loads; a native error (more precise) wins over the reader's.
+    const header = readGguf(resolved).then(
+      (file) => ({ file }),
+      (error: unknown) => ({ error }),
+    );
+    await native.load(resolved, useMmap === undefined ? {} : { useMmap }, onProgress);
+    if (signal?.aborted) throw new AbortError(`Loading ${resolved} was aborted`, { cause: signal.reason });
+    const read = await header;
+    if ("error" in read) throw read.error;
+    const gguf = read.file;
+    const stat = await fs.promises.stat(resolved);
+    const metadata: Record<string, MetadataValue> = {};
+    for (const [key, value] of Object.entries(metadataValues(gguf))) {
+      if (!LARGE_METADATA_KEYS.has(key)) metadata[key] = value as MetadataValue;
+    }
+    return new Model(native, resolved, metadata, stat.size);
+  } catch (err) {
+    native.dispose();
+    throw err;
+  } finally {
+    signal?.removeEventListener("abort", onAbort);
+  }
+}
+
+/** A loaded model: its weights, vocabulary and metadata. Create contexts from it to run it. */
+export class Model {
+  /** Absolute path of the model file. */
+  readonly path: string;
+  readonly info: ModelInfo;
+  /** Every GGUF metadata key except the large tokenizer arrays (see LARGE_METADATA_KEYS). */
+  readonly metadata: Readonly<Record<string, MetadataValue>>;
+  readonly specialTokens: SpecialTokens;
+  /** The chat template stored in the model, if any. */
+  readonly chatTemplate: string | null;
+
+  readonly #native: NativeModel;
+  readonly #contexts = new Set<Context>();
+  #disposed = false;
+
+  /** @internal Use loadModel(). */
+  constructor(native: NativeModel, modelPath: string, metadata: Record<string, MetadataValue>, fileSize: number) {
+    this.#native = native;
+    this.path = modelPath;
+    const { chatTemplate, ...info } = native.info();
+    this.info = Object.freeze({ ...info, fileSizeBytes: fileSize });
+    this.chatTemplate = chatTemplate;
+    this.metadata = Object.freeze(metadata);
+    this.specialTokens = Object.freeze(native.specialTokens());
+  }
+
+  get disposed(): boolean {
+    return this.#disposed;
+  }
+
+  /** @internal */
+  get native(): NativeModel {
+    this.#check();
+    return this.#native;
+  }
+
+  /** Text to tokens. Accepts any length of text, including "". */
+  tokenize(text: string, options: TokenizeOptions = {}): Int32Array {
+    this.#check();
+    if (typeof text !== "string") invalidArgument("text", "a string", text);
+    return this.#native.tokenize(text, options.addSpecial ?? true, options.parseSpecial ?? false);
+  }
+
+  /** Tokens to text. */
+  detokenize(tokens: ArrayLike<number>, options: DetokenizeOptions = {}): string {
+    this.#check();
+    return this.#native.detokenize(toTokenArray(tokens), options.removeSpecial ?? false, options.unparseSpecial ?? false);
+  }
+
+  /** The raw UTF-8 bytes of one token (a token can hold part of a character). */
+  tokenToBytes(token: number, options: { special?: boolean } = {}): Uint8Array {
+    this.#check();
+    return this.#native.tokenToPiece(token, options.special ?? false);
+  }
+
+  /** The text of one token (a partial UTF-8 character shows as U+FFFD; see tokenToBytes). */
+  tokenToPiece(token: number, options: { special?: boolean } = {}): string {
+    return Buffer.from(this.tokenToBytes(token, options)).toString("utf8");
+  }
+
+  /** Whether the token ends generation (EOS, EOT and the model's other end tokens). */
+  isEndOfGeneration(token: number): boolean {
+    this.#check();
+    return this.#native.isEog(token);
+  }
+
+  /** Whether the token is a control token (rendered as nothing unless asked). */
+  isControl(token: number): boolean {
+    this.#check();
+    return this.#native.isControl(token);
+  }
+
+  /** Creates a context (KV cache and decode thread) to evaluate and generate with this model. */
+  async createContext(options: ContextOptions = {}): Promise<Context> {
+    this.#check();
+    const context = await Context.create(this, options);
+    if (this.#disposed) {
+      context.dispose();
+      throw DisposedError.of("Model");
+    }
+    this.#contexts.add(context);
+    context.onDispose(() => this.#contexts.delete(context));
+    return context;
+  }
+
+  /** Frees the model and every context made from it. Safe to call more than once. */
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    for (const context of [...this.#contexts]) context.dispose();
+    this.#native.dispose();
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+
+  #check(): void {
+    if (this.#disposed) throw DisposedError.of("Model");
+  }
+}
+
+/** Tokens as an Int32Array, checking that every entry is an integer. */
+export function toTokenArray(tokens: ArrayLike<number>): Int32Array {
+  if (tokens instanceof Int32Array) return tokens;
+  if (tokens === null || typeof tokens !== "object" || typeof tokens.length !== "number") {
+    invalidArgument("tokens", "an Int32Array or an array of token ids", tokens);
+  }
+  const out = new Int32Array(tokens.length);
+  for (let i = 0; i < tokens.length; i++) {
+    const t = tokens[i];
+    if (!Number.isInteger(t) || t < -0x80000000 || t > 0x7fffffff) {
+      throw new LlamaError("ERR_TOKEN_INVALID", `tokens[${i}] must be an integer token id; got ${String(t)}`);
+    }
+    out[i] = t;
+  }
+  return out;
+}

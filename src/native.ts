@@ -1,0 +1,222 @@
+/**
+ * The one module that loads the compiled addon. Everything else calls `binding()` from here.
+ *
+ * Lookup order (node-gyp-build): prebuilds/<platform>-<arch>/ first, then build/Release and
+ * build/Debug. LLAMA_NAPI_BINARY=/path/to/addon.node overrides the lookup (for example for a
+ * sanitizer build).
+ */
+import { createRequire } from "node:module";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+import { LlamaError, createError } from "./errors.js";
+
+/** Package root: this file lives in src/ (tests) or dist/ (the package). */
+export const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+
+export interface NativeModelInfo {
+  architecture: string;
+  name: string;
+  description: string;
+  parameters: number;
+  sizeBytes: number;
+  vocabSize: number;
+  vocabType: string;
+  trainContextSize: number;
+  embeddingSize: number;
+  layers: number;
+  heads: number;
+  headsKv: number;
+  fileType: string;
+  learnedPositions: boolean;
+  hasEncoder: boolean;
+  hasDecoder: boolean;
+  recurrent: boolean;
+  chatTemplate: string | null;
+}
+
+export interface NativeSpecialTokens {
+  bos: number | null;
+  eos: number | null;
+  eot: number | null;
+  sep: number | null;
+  nl: number | null;
+  pad: number | null;
+  mask: number | null;
+  fimPre: number | null;
+  fimSuf: number | null;
+  fimMid: number | null;
+  fimPad: number | null;
+  fimRep: number | null;
+  fimSep: number | null;
+  addBos: boolean;
+  addEos: boolean;
+  addSep: boolean;
+}
+
+export interface NativeModel {
+  load(path: string, options: { useMmap?: boolean }, onProgress?: (progress: number) => void): Promise<void>;
+  abortLoad(): void;
+  info(): NativeModelInfo;
+  tokenize(text: string, addSpecial: boolean, parseSpecial: boolean): Int32Array;
+  detokenize(tokens: Int32Array | number[], removeSpecial: boolean, unparseSpecial: boolean): string;
+  tokenToPiece(token: number, special: boolean): Uint8Array;
+  specialTokens(): NativeSpecialTokens;
+  isEog(token: number): boolean;
+  isControl(token: number): boolean;
+  metaString(key: string): string | null;
+  dispose(): void;
+}
+
+export interface NativeContextOptions {
+  contextSize?: number;
+  batchSize?: number;
+  threads?: number;
+  threadsBatch?: number;
+  sequences?: number;
+  kvCacheType?: string;
+  flashAttention?: "auto" | "on" | "off";
+  unifiedKvCache?: boolean;
+}
+
+export interface NativeContextInfo {
+  contextSize: number;
+  sessionCapacity: number;
+  batchSize: number;
+  sequences: number;
+  freeSequences: number;
+  threads: number;
+  threadsBatch: number;
+  canShift: boolean;
+}
+
+export interface NativeContext {
+  init(model: NativeModel, options: NativeContextOptions): Promise<void>;
+  info(): NativeContextInfo;
+  dispose(): void;
+}
+
+/** Sampling options as the native layer takes them (see src/sampling.ts for the public type). */
+export interface NativeSampling {
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  minP?: number;
+  typicalP?: number;
+  topNSigma?: number;
+  minKeep?: number;
+  dynamicTemperatureRange?: number;
+  dynamicTemperatureExponent?: number;
+  repeatPenalty?: number;
+  frequencyPenalty?: number;
+  presencePenalty?: number;
+  penaltyLastN?: number;
+  dry?: { multiplier?: number; base?: number; allowedLength?: number; penaltyLastN?: number; sequenceBreakers?: string[] };
+  xtc?: { probability?: number; threshold?: number };
+  mirostat?: { version?: 1 | 2; tau?: number; eta?: number };
+  logitBias?: Array<[number, number]>;
+  grammar?: string;
+  grammarRoot?: string;
+  order?: string[];
+  seed?: number;
+}
+
+export interface NativeGenerateOptions {
+  maxTokens?: number;
+  stop?: string[];
+  sampling?: NativeSampling;
+}
+
+export interface NativeGenerationDone {
+  reason: "eog" | "length" | "stop" | "aborted" | "contextFull" | "error";
+  error?: LlamaError;
+}
+
+export type NativeChunkCallback = (tokens: Int32Array, texts: string[], done: NativeGenerationDone | undefined) => void;
+
+export interface NativeSessionInfo {
+  sequence: number;
+  busy: boolean;
+  capacity: number;
+  length?: number;
+  cached?: number;
+  decoded?: number;
+  hasLogits?: boolean;
+}
+
+export interface NativeSession {
+  prompt(tokens: Int32Array | number[], append: boolean): Promise<{ evaluated: number; reused: number }>;
+  logits(): Float32Array;
+  generate(options: NativeGenerateOptions, onChunk: NativeChunkCallback): void;
+  setPaused(paused: boolean): void;
+  abort(): void;
+  history(): Int32Array;
+  truncate(length: number): void;
+  fork(target: NativeSession): Promise<void>;
+  saveState(): Promise<Buffer>;
+  loadState(data: Uint8Array): Promise<void>;
+  info(): NativeSessionInfo;
+  dispose(): void;
+}
+
+export interface NativeSystemInfo {
+  llamaSystemInfo: string;
+  supportsMmap: boolean;
+  supportsGpuOffload: boolean;
+  supportsRpc: boolean;
+  maxSequences: number;
+  devices: Array<{ name: string; description: string; backend: string }>;
+}
+
+export interface NativeBinding {
+  Model: new () => NativeModel;
+  Context: new () => NativeContext;
+  Session: new (context: NativeContext) => NativeSession;
+  setErrorFactory(factory: (code: string, message: string) => Error): void;
+  setLogLevel(level: number): void;
+  systemInfo(): NativeSystemInfo;
+}
+
+function loadBinding(): NativeBinding {
+  const require = createRequire(import.meta.url);
+  const override = process.env.LLAMA_NAPI_BINARY;
+  const tried: string[] = [];
+  let cause: unknown;
+  try {
+    if (override) {
+      tried.push(override);
+      return require(override) as NativeBinding;
+    }
+    tried.push(
+      path.join(packageRoot, "prebuilds", `${process.platform}-${process.arch}`),
+      path.join(packageRoot, "build", "Release"),
+      path.join(packageRoot, "build", "Debug"),
+    );
+    const nodeGypBuild = require("node-gyp-build") as (dir: string) => unknown;
+    return nodeGypBuild(packageRoot) as NativeBinding;
+  } catch (err) {
+    cause = err;
+  }
+  const detail = cause instanceof Error ? cause.message.split("\n")[0] : String(cause);
+  throw new LlamaError(
+    "ERR_NATIVE_LOAD",
+    `Could not load the llama-napi native addon for ${process.platform}-${process.arch} (Node ${process.version}).\n` +
+      `Looked in:\n${tried.map((t) => `  - ${t}`).join("\n")}\n` +
+      `Reason: ${detail}\n` +
+      "To fix it: build from source with `npx llama-napi build` (needs cmake, a C++17 compiler and git), " +
+      "or in a clone of the repository run `npm install`. Set LLAMA_NAPI_BINARY to load a specific .node file.",
+    { cause },
+  );
+}
+
+let cached: NativeBinding | undefined;
+
+/** The native addon, loaded on first use (pure-TypeScript features work without it). */
+export function binding(): NativeBinding {
+  if (!cached) {
+    const loaded = loadBinding();
+    loaded.setErrorFactory((code, message) => createError(code, message));
+    cached = loaded;
+  }
+  return cached;
+}

@@ -1,0 +1,258 @@
+import fs from "node:fs";
+import path from "node:path";
+
+import type { Context } from "./context.js";
+import { AbortError, DisposedError, LlamaError, invalidArgument } from "./errors.js";
+import { Generation } from "./generation.js";
+import { toTokenArray } from "./model.js";
+import type { NativeSession } from "./native.js";
+import { toNativeSampling, type SamplingOptions } from "./sampling.js";
+
+export interface PromptOptions {
+  /**
+   * false (default): the input becomes the session's whole history; the longest prefix it
+   * shares with the current history is reused from the KV cache and only the rest is evaluated.
+   * true: the input is added after the current history.
+   */
+  append?: boolean;
+  /** When the input is text: add the model's BOS/EOS (default: only at the start of a session). */
+  addSpecial?: boolean;
+  /** When the input is text: parse special-token text such as "<|endoftext|>" (default false). */
+  parseSpecial?: boolean;
+  signal?: AbortSignal;
+}
+
+export interface PromptResult {
+  /** Tokens decoded by this call. */
+  evaluated: number;
+  /** Tokens of the new history that were already in the KV cache. */
+  reused: number;
+  /** Tokens the session now holds. */
+  length: number;
+}
+
+export interface GenerateOptions extends SamplingOptions {
+  /** Stop after this many tokens (default: when the session is full). */
+  maxTokens?: number;
+  /** Stop when the text contains one of these strings; the stop string itself is not emitted. */
+  stop?: string | readonly string[];
+  signal?: AbortSignal;
+}
+
+/**
+ * A session: one sequence in a context's KV cache, with its own token history and position.
+ * Operations on a session run one after another in the order they were called.
+ */
+export class Session {
+  readonly context: Context;
+  readonly #native: NativeSession;
+  readonly #onDispose: Array<() => void> = [];
+  #queue: Promise<unknown> = Promise.resolve();
+  #current: Generation | undefined;
+  #disposed = false;
+
+  /** @internal Use context.createSession(). */
+  constructor(context: Context, native: NativeSession) {
+    this.context = context;
+    this.#native = native;
+  }
+
+  get disposed(): boolean {
+    return this.#disposed;
+  }
+
+  /** Tokens the session holds (its history). */
+  get length(): number {
+    return this.tokens.length;
+  }
+
+  /** The session's history: every token it holds, prompts and generated tokens alike. */
+  get tokens(): Int32Array {
+    this.#check();
+    return this.#native.history();
+  }
+
+  /** Tokens this session can hold. */
+  get capacity(): number {
+    return this.context.sessionCapacity;
+  }
+
+  /**
+   * Evaluates a prompt off the event loop. With `append: false` (the default) the input becomes
+   * the whole history and a shared prefix is reused; see PromptOptions.
+   */
+  prompt(input: string | ArrayLike<number>, options: PromptOptions = {}): Promise<PromptResult> {
+    this.#check();
+    const append = options.append ?? false;
+    if (typeof append !== "boolean") invalidArgument("append", "a boolean", append);
+    const { signal } = options;
+    if (signal?.aborted) return Promise.reject(new AbortError("The prompt was aborted", { cause: signal.reason }));
+    return this.#enqueue(async () => {
+      const tokens = typeof input === "string" ? this.#tokenize(input, append, options) : toTokenArray(input);
+      const onAbort = () => this.#native.abort();
+      signal?.addEventListener("abort", onAbort, { once: true });
+      try {
+        const r = await this.#native.prompt(tokens, append);
+        return { evaluated: r.evaluated, reused: r.reused, length: this.#native.history().length };
+      } catch (err) {
+        if (signal?.aborted && err instanceof LlamaError && err.code === "ERR_ABORTED") {
+          throw new AbortError(err.message, { cause: signal.reason });
+        }
+        throw err;
+      } finally {
+        signal?.removeEventListener("abort", onAbort);
+      }
+    });
+  }
+
+  /**
+   * The next-token logits after the last evaluated token: a Float32Array of length n_vocab that
+   * views native memory (no copy). The same array is returned each time; its contents are valid
+   * until this session evaluates again, so copy it (`.slice()`) to keep it.
+   */
+  logits(): Float32Array {
+    this.#check();
+    return this.#native.logits();
+  }
+
+  /** Generates tokens after the session's history. Temperature 0 is greedy. */
+  generate(options: GenerateOptions = {}): Generation {
+    this.#check();
+    if (options === null || typeof options !== "object") invalidArgument("options", "an object", options);
+    const { maxTokens, stop, signal, ...sampling } = options;
+    if (maxTokens !== undefined && (!Number.isInteger(maxTokens) || maxTokens < 1)) {
+      invalidArgument("maxTokens", "a positive integer", maxTokens);
+    }
+    const stops = stop === undefined ? [] : typeof stop === "string" ? [stop] : [...stop];
+    for (const s of stops) {
+      if (typeof s !== "string" || s === "") invalidArgument("stop", "non-empty strings", s);
+    }
+    const generation = new Generation({ maxTokens, stop: stops, sampling: toNativeSampling(sampling) }, signal);
+    this.#enqueue(() => {
+      this.#current = generation;
+      return generation.start(this.#native).finally(() => {
+        if (this.#current === generation) this.#current = undefined;
+      });
+    }).catch((err: unknown) => generation.cancel(err instanceof LlamaError ? err : new LlamaError("ERR_INTERNAL", String(err))));
+    return generation;
+  }
+
+  /** Drops the last `count` tokens of the history. */
+  rewind(count: number): void {
+    this.#check();
+    const length = this.#native.history().length;
+    if (!Number.isInteger(count) || count < 0 || count > length) {
+      invalidArgument("count", `an integer from 0 to ${length}`, count);
+    }
+    this.#native.truncate(length - count);
+  }
+
+  /** Keeps the first `length` tokens of the history and drops the rest. */
+  truncate(length: number): void {
+    this.#check();
+    const current = this.#native.history().length;
+    if (!Number.isInteger(length) || length < 0 || length > current) {
+      invalidArgument("length", `an integer from 0 to ${current}`, length);
+    }
+    this.#native.truncate(length);
+  }
+
+  /** A new session of the same context holding this session's history and KV cache (no re-evaluation). */
+  fork(): Promise<Session> {
+    this.#check();
+    return this.#enqueue(async () => {
+      const child = this.context.createSession();
+      try {
+        await this.#native.fork(child.#native);
+      } catch (err) {
+        child.dispose();
+        throw err;
+      }
+      return child;
+    });
+  }
+
+  /** The session's state (history, KV cache and current logits) as a Buffer. */
+  saveState(): Promise<Buffer> {
+    this.#check();
+    return this.#enqueue(() => this.#native.saveState());
+  }
+
+  /** Restores a state from saveState(); the session then continues as the saved one would. */
+  loadState(data: Uint8Array): Promise<void> {
+    this.#check();
+    if (!(data instanceof Uint8Array)) invalidArgument("data", "a Buffer or Uint8Array", data);
+    return this.#enqueue(() => this.#native.loadState(data));
+  }
+
+  /** Saves the state to a file atomically (a temporary file is written, then renamed). */
+  async saveStateFile(filePath: string): Promise<void> {
+    if (typeof filePath !== "string" || filePath === "") invalidArgument("filePath", "a non-empty string", filePath);
+    const data = await this.saveState();
+    const target = path.resolve(filePath);
+    const temp = `${target}.${process.pid}.${Date.now()}.tmp`;
+    try {
+      await fs.promises.writeFile(temp, data, { flush: true });
+      await fs.promises.rename(temp, target);
+    } catch (err) {
+      await fs.promises.rm(temp, { force: true });
+      throw new LlamaError("ERR_STATE", `Could not write the state file ${target}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  /** Restores the state from a file written by saveStateFile(). */
+  async loadStateFile(filePath: string): Promise<void> {
+    if (typeof filePath !== "string" || filePath === "") invalidArgument("filePath", "a non-empty string", filePath);
+    let data: Buffer;
+    try {
+      data = await fs.promises.readFile(filePath);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code === "ENOENT" ? "ERR_FILE_NOT_FOUND" : "ERR_FILE_UNREADABLE";
+      throw new LlamaError(code, `Could not read the state file ${filePath}: ${(err as Error).message}`, { cause: err });
+    }
+    await this.loadState(data);
+  }
+
+  /** @internal */
+  onDispose(listener: () => void): void {
+    this.#onDispose.push(listener);
+  }
+
+  /** Frees the session's sequence (a running generation or prompt is aborted). */
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    this.#current?.cancel(DisposedError.of("Session"));
+    this.#native.dispose();
+    for (const listener of this.#onDispose.splice(0)) listener();
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+
+  #tokenize(text: string, append: boolean, options: PromptOptions): Int32Array {
+    const atStart = !append || this.#native.history().length === 0;
+    return this.context.model.tokenize(text, {
+      addSpecial: options.addSpecial ?? atStart,
+      parseSpecial: options.parseSpecial ?? false,
+    });
+  }
+
+  #enqueue<T>(operation: () => Promise<T>): Promise<T> {
+    const run = this.#queue.then(() => {
+      this.#check();
+      return operation();
+    });
+    this.#queue = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    return run;
+  }
+
+  #check(): void {
+    if (this.#disposed) throw DisposedError.of("Session");
+    if (this.context.disposed) throw new LlamaError("ERR_DISPOSED", "The context of this session has been disposed");
+  }
+}
