@@ -1,5 +1,6 @@
 #include "Context.h"
 
+#include <cstring>
 #include <thread>
 
 #include "common.h"
@@ -21,6 +22,27 @@ ggml_type KvType(Napi::Env env, const std::string& name) {
   }
   Throw(env, "ERR_INVALID_ARGUMENT",
         "kvCacheType \"" + name + "\" is not supported; use f16, f32, bf16, q8_0, q4_0, q4_1, q5_0, q5_1 or iq4_nl");
+}
+
+enum llama_pooling_type PoolingType(Napi::Env env, const std::string& name) {
+  if (name == "model") return LLAMA_POOLING_TYPE_UNSPECIFIED;
+  if (name == "none") return LLAMA_POOLING_TYPE_NONE;
+  if (name == "mean") return LLAMA_POOLING_TYPE_MEAN;
+  if (name == "cls") return LLAMA_POOLING_TYPE_CLS;
+  if (name == "last") return LLAMA_POOLING_TYPE_LAST;
+  if (name == "rank") return LLAMA_POOLING_TYPE_RANK;
+  Throw(env, "ERR_INVALID_ARGUMENT", "pooling must be one of model, none, mean, cls, last, rank; got \"" + name + "\"");
+}
+
+const char* PoolingName(enum llama_pooling_type t) {
+  switch (t) {
+    case LLAMA_POOLING_TYPE_NONE: return "none";
+    case LLAMA_POOLING_TYPE_MEAN: return "mean";
+    case LLAMA_POOLING_TYPE_CLS: return "cls";
+    case LLAMA_POOLING_TYPE_LAST: return "last";
+    case LLAMA_POOLING_TYPE_RANK: return "rank";
+    default: return "unspecified";
+  }
 }
 
 class CreateContextWorker : public Napi::AsyncWorker {
@@ -53,7 +75,7 @@ class CreateContextWorker : public Napi::AsyncWorker {
       ctx_.reset();
       deferred_.Reject(MakeError(env, "ERR_DISPOSED", "The context was disposed while it was being created").Value());
     } else {
-      wrap_->FinishInit(env, std::move(model_), std::move(ctx_), requested_);
+      wrap_->FinishInit(env, std::move(model_), std::move(ctx_), requested_, params_);
       deferred_.Resolve(env.Undefined());
     }
   }
@@ -78,6 +100,9 @@ Napi::Function ContextWrap::Init(Napi::Env env) {
                      {
                          InstanceMethod<&ContextWrap::InitContext>("init"),
                          InstanceMethod<&ContextWrap::Info>("info"),
+                         InstanceMethod<&ContextWrap::Stats>("stats"),
+                         InstanceMethod<&ContextWrap::Embed>("embed"),
+                         InstanceMethod<&ContextWrap::SetLora>("setLora"),
                          InstanceMethod<&ContextWrap::Dispose>("dispose"),
                      });
 }
@@ -100,9 +125,10 @@ std::shared_ptr<Engine> ContextWrap::EngineOf(Napi::Env env, Napi::Value value) 
   return wrap->engine_;
 }
 
-void ContextWrap::FinishInit(Napi::Env env, std::shared_ptr<ModelHandle> model, compat::ContextPtr ctx, uint32_t requested) {
+void ContextWrap::FinishInit(Napi::Env env, std::shared_ptr<ModelHandle> model, compat::ContextPtr ctx, uint32_t requested,
+                             const llama_context_params& params) {
   initializing_ = false;
-  engine_ = Engine::Start(env, std::move(model), std::move(ctx), requested);
+  engine_ = Engine::Start(env, std::move(model), std::move(ctx), requested, params);
 }
 
 Napi::Value ContextWrap::InitContext(const Napi::CallbackInfo& info) {
@@ -111,6 +137,9 @@ Napi::Value ContextWrap::InitContext(const Napi::CallbackInfo& info) {
   std::shared_ptr<ModelHandle> model = ModelWrap::HandleOf(env, info[0]);
   Options o(env, args.OptionalObject(1, "options"), "options");
   if (disposed_) return Rejected(env, "ERR_DISPOSED", "This Context has been disposed");
+  if (model->vocabOnly) {
+    return Rejected(env, "ERR_STATE", "This model was loaded with vocabOnly: it has no weights, so it cannot run; load it again without vocabOnly");
+  }
   if (initializing_ || engine_) return Rejected(env, "ERR_STATE", "init() may only be called once per Context");
 
   const llama_model* m = model->model.get();
@@ -132,6 +161,8 @@ Napi::Value ContextWrap::InitContext(const Napi::CallbackInfo& info) {
   const std::string kvType = o.String("kvCacheType").value_or("f16");
   const std::string flash = o.String("flashAttention").value_or("auto");
   const bool unified = o.Bool("unifiedKvCache").value_or(false);
+  const bool embeddings = o.Bool("embeddings").value_or(false);
+  const std::string pooling = o.String("pooling").value_or("model");
   if (contextSize * sequences > (1LL << 26)) {
     return Rejected(env, "ERR_INVALID_ARGUMENT", "contextSize × sequences is too large");
   }
@@ -147,6 +178,12 @@ Napi::Value ContextWrap::InitContext(const Napi::CallbackInfo& info) {
   p.type_v = p.type_k;
   p.kv_unified = unified;
   p.no_perf = true;
+  p.n_outputs_max_per_seq = 0;  // no per-sequence cap on outputs (embeddings of every token)
+  if (embeddings) {
+    p.embeddings = true;
+    p.n_ubatch = p.n_batch;  // a non-causal model must see a whole text in one micro-batch
+    p.pooling_type = PoolingType(env, pooling);
+  }
   if (flash == "auto") p.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_AUTO;
   else if (flash == "on") p.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_ENABLED;
   else if (flash == "off") p.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
@@ -174,6 +211,81 @@ Napi::Value ContextWrap::Info(const Napi::CallbackInfo& info) {
   out.Set("threadsBatch", llama_n_threads_batch(c));
   out.Set("canShift", compat::CanShift(c));
   return out;
+}
+
+Napi::Value ContextWrap::Stats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const Engine::Stats& st = EngineOf(env, info.This())->stats();
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("decodeCalls", Napi::Number::New(env, static_cast<double>(st.decodeCalls.load())));
+  out.Set("tokensDecoded", Napi::Number::New(env, static_cast<double>(st.tokensDecoded.load())));
+  out.Set("maxSequencesPerBatch", Napi::Number::New(env, static_cast<double>(st.maxSequencesPerBatch.load())));
+  out.Set("contextShifts", Napi::Number::New(env, static_cast<double>(st.contextShifts.load())));
+  return out;
+}
+
+// embed(texts: Array<Int32Array | number[]>, normalize: boolean) -> Promise<{pooling, dim, vectors}>
+Napi::Value ContextWrap::Embed(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Args args(info);
+  std::shared_ptr<Engine> e = EngineOf(env, info.This());
+  if (!e->embeddings()) {
+    Throw(env, "ERR_UNSUPPORTED", "This context was not created for embeddings; use model.createEmbeddingContext()");
+  }
+  if (!info[0].IsArray()) Throw(env, "ERR_INVALID_ARGUMENT", "texts must be an array of token arrays");
+  Napi::Array list = info[0].As<Napi::Array>();
+  const bool normalize = args.Bool(1, "normalize");
+  const int32_t nVocab = e->model()->nVocab;
+  auto texts = std::make_shared<std::vector<std::vector<llama_token>>>();
+  for (uint32_t i = 0; i < list.Length(); i++) {
+    std::vector<int32_t> tokens = TokensFrom(env, list.Get(i), "texts[i]");
+    if (tokens.empty()) Throw(env, "ERR_INVALID_ARGUMENT", "texts[" + std::to_string(i) + "] has no tokens");
+    for (int32_t t : tokens) {
+      if (t < 0 || t >= nVocab) Throw(env, "ERR_TOKEN_INVALID", "texts[" + std::to_string(i) + "] has token " + std::to_string(t) + ", out of range");
+    }
+    texts->emplace_back(tokens.begin(), tokens.end());
+  }
+  auto result = std::make_shared<EmbedResult>();
+  auto job = std::make_shared<TaskJob>();
+  Engine* engine = e.get();
+  job->run = [engine, texts, normalize, result](llama_context*, TaskJob&) { return engine->RunEmbed(*texts, normalize, *result); };
+  job->toJs = [result](Napi::Env env, TaskJob&) -> Napi::Value {
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("pooling", PoolingName(result->pooling));
+    out.Set("dim", result->dim);
+    Napi::Array vectors = Napi::Array::New(env, result->vectors.size());
+    for (size_t i = 0; i < result->vectors.size(); i++) {
+      const auto& v = result->vectors[i];
+      Napi::Float32Array a = Napi::Float32Array::New(env, v.size());
+      if (!v.empty()) std::memcpy(a.Data(), v.data(), v.size() * sizeof(float));
+      vectors.Set(static_cast<uint32_t>(i), a);
+    }
+    out.Set("vectors", vectors);
+    return out;
+  };
+  return e->SubmitTask(env, job);
+}
+
+// setLora(adapters: Array<{path, scale}>) -> Promise<void>; [] removes every adapter.
+Napi::Value ContextWrap::SetLora(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::shared_ptr<Engine> e = EngineOf(env, info.This());
+  if (!info[0].IsArray()) Throw(env, "ERR_INVALID_ARGUMENT", "setLora takes an array of {path, scale}");
+  Napi::Array list = info[0].As<Napi::Array>();
+  auto adapters = std::make_shared<std::vector<std::pair<std::string, float>>>();
+  for (uint32_t i = 0; i < list.Length(); i++) {
+    Napi::Value item = list.Get(i);
+    if (!item.IsObject()) Throw(env, "ERR_INVALID_ARGUMENT", "setLora: adapters[" + std::to_string(i) + "] must be {path, scale}");
+    Options o(env, item.As<Napi::Object>(), "adapters[" + std::to_string(i) + "]");
+    std::optional<std::string> path = o.String("path");
+    if (!path || path->empty() || path->find('\0') != std::string::npos) o.Fail("path", "a file path");
+    const double scale = o.Number("scale", -1e6, 1e6).value_or(1.0);
+    adapters->emplace_back(*path, static_cast<float>(scale));
+  }
+  auto job = std::make_shared<TaskJob>();
+  Engine* engine = e.get();
+  job->run = [engine, adapters](llama_context*, TaskJob&) { return engine->RunSetLora(*adapters); };
+  return e->SubmitTask(env, job);
 }
 
 void ContextWrap::Dispose(const Napi::CallbackInfo& info) {

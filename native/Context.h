@@ -18,12 +18,16 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
   explicit ContextWrap(const Napi::CallbackInfo& info);
   ~ContextWrap() override;
 
-  void FinishInit(Napi::Env env, std::shared_ptr<ModelHandle> model, compat::ContextPtr ctx, uint32_t requested);
+  void FinishInit(Napi::Env env, std::shared_ptr<ModelHandle> model, compat::ContextPtr ctx, uint32_t requested,
+                  const llama_context_params& params);
   bool disposed() const { return disposed_; }
 
  private:
   Napi::Value InitContext(const Napi::CallbackInfo& info);
   Napi::Value Info(const Napi::CallbackInfo& info);
+  Napi::Value Stats(const Napi::CallbackInfo& info);
+  Napi::Value Embed(const Napi::CallbackInfo& info);
+  Napi::Value SetLora(const Napi::CallbackInfo& info);
   void Dispose(const Napi::CallbackInfo& info);
 
   std::shared_ptr<Engine> engine_;

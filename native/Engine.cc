@@ -26,13 +26,15 @@ void Engine::CallCompletion(Napi::Env env, Napi::Function, Engine*, Completion* 
   delete fn;
 }
 
-Engine::Engine(Napi::Env env, std::shared_ptr<ModelHandle> model, compat::ContextPtr ctx, uint32_t requested)
-    : model_(std::move(model)), ctx_(std::move(ctx)), env_(env) {
+Engine::Engine(Napi::Env env, std::shared_ptr<ModelHandle> model, compat::ContextPtr ctx, uint32_t requested,
+               const llama_context_params& params)
+    : model_(std::move(model)), ctx_(std::move(ctx)), params_(params), env_(env) {
   llama_context* c = ctx_.get();
   nSeq_ = llama_n_seq_max(c);
   nBatch_ = llama_n_batch(c);
   capacity_ = std::min<uint32_t>(llama_n_ctx_seq(c), requested);
-  if (compat::HasLearnedPositions(model_->model.get())) {
+  learnedPositions_ = compat::HasLearnedPositions(model_->model.get());
+  if (learnedPositions_) {
     // Learned position embeddings end at the training context: positions past it do not exist.
     capacity_ = std::min<uint32_t>(capacity_, static_cast<uint32_t>(llama_model_n_ctx_train(model_->model.get())));
   }
@@ -55,8 +57,8 @@ Engine::~Engine() {
 }
 
 std::shared_ptr<Engine> Engine::Start(Napi::Env env, std::shared_ptr<ModelHandle> model, compat::ContextPtr ctx,
-                                      uint32_t requested) {
-  std::shared_ptr<Engine> e(new Engine(env, std::move(model), std::move(ctx), requested));
+                                      uint32_t requested, const llama_context_params& params) {
+  std::shared_ptr<Engine> e(new Engine(env, std::move(model), std::move(ctx), requested, params));
   // The thread-safe function keeps the engine alive until its last queued completion has run.
   auto* keep = new std::shared_ptr<Engine>(e);
   e->tsfn_ = Tsfn::New(
@@ -99,6 +101,7 @@ void Engine::Dispose() {
   gens_.clear();
   evals_.clear();
   incoming_.clear();
+  traceCtx_.reset();
   ctx_.reset();
   if (loopRefs_ > 0) tsfn_.Unref(env_);
   loopRefs_ = 0;
@@ -131,7 +134,7 @@ void Engine::ReleaseSeq(std::shared_ptr<SeqState> seq, Napi::Reference<Napi::Arr
   // The id can be reused at once: the engine runs this release before any later job.
   seqInUse_[static_cast<size_t>(seq->id)] = false;
   job->toJs = [](Napi::Env env, TaskJob&) { return env.Undefined(); };
-  JsPending p{std::nullopt, {}, std::move(keepAlive), job, false};
+  JsPending p{std::nullopt, {}, std::move(keepAlive), job, false, {}, {}};
   Track(env_, job, std::move(p));
 }
 
@@ -156,19 +159,28 @@ void Engine::RefLoop(Napi::Env env, int delta) {
 
 Napi::Value Engine::SubmitEval(Napi::Env env, std::shared_ptr<EvalJob> job) {
   auto deferred = Napi::Promise::Deferred::New(env);
-  Track(env, job, JsPending{deferred, {}, {}, job, true});
+  Track(env, job, JsPending{deferred, {}, {}, job, true, {}, {}});
   return deferred.Promise();
 }
 
 Napi::Value Engine::SubmitTask(Napi::Env env, std::shared_ptr<TaskJob> job) {
   auto deferred = Napi::Promise::Deferred::New(env);
-  Track(env, job, JsPending{deferred, {}, {}, job, true});
+  Track(env, job, JsPending{deferred, {}, {}, job, true, {}, {}});
   return deferred.Promise();
 }
 
 void Engine::SubmitGen(Napi::Env env, std::shared_ptr<GenJob> job, Napi::Function onChunk) {
   job->candidates.resize(static_cast<size_t>(model_->nVocab));
-  Track(env, job, JsPending{std::nullopt, Napi::Persistent(onChunk), {}, job, true});
+  Track(env, job, JsPending{std::nullopt, Napi::Persistent(onChunk), {}, job, true, {}, {}});
+}
+
+void Engine::SubmitGen(Napi::Env env, std::shared_ptr<GenJob> job, Napi::Function onChunk, Napi::Function processor,
+                       Napi::Float32Array logitsView) {
+  job->candidates.resize(static_cast<size_t>(model_->nVocab));
+  job->hasProcessor = true;
+  Track(env, job,
+        JsPending{std::nullopt, Napi::Persistent(onChunk), {}, job, true, Napi::Persistent(processor),
+                  Napi::Persistent(logitsView)});
 }
 
 void Engine::Abort(const std::shared_ptr<Job>& job) {
@@ -219,11 +231,13 @@ void Engine::DrainGen(Napi::Env env, uint64_t id) {
   auto gen = std::static_pointer_cast<GenJob>(it->second.job);
   std::vector<llama_token> tokens;
   std::vector<std::string> texts;
+  std::vector<TokenLogprobs> logprobs;
   FinishReason reason;
   {
     std::lock_guard<std::mutex> lk(gen->outMu);
     tokens.swap(gen->outTokens);
     texts.swap(gen->outTexts);
+    logprobs.swap(gen->outLogprobs);
     reason = gen->reason;
     gen->notifyPending = false;
   }
@@ -243,8 +257,32 @@ void Engine::DrainGen(Napi::Env env, uint64_t id) {
     if (!gen->failure.ok()) d.Set("error", MakeError(env, gen->failure.code, gen->failure.message).Value());
     done = d;
   }
+  Napi::Value jsLogprobs = env.Undefined();
+  if (!logprobs.empty()) {
+    // [chosen: Float32Array, top: Array<[Int32Array tokens, Float32Array logprobs]>]
+    Napi::Float32Array chosen = Napi::Float32Array::New(env, logprobs.size());
+    Napi::Array tops = Napi::Array::New(env, logprobs.size());
+    for (size_t i = 0; i < logprobs.size(); i++) {
+      chosen[i] = logprobs[i].chosen;
+      const auto& top = logprobs[i].top;
+      Napi::Int32Array ids = Napi::Int32Array::New(env, top.size());
+      Napi::Float32Array lps = Napi::Float32Array::New(env, top.size());
+      for (size_t k = 0; k < top.size(); k++) {
+        ids[k] = top[k].first;
+        lps[k] = top[k].second;
+      }
+      Napi::Array pair = Napi::Array::New(env, 2);
+      pair.Set(0u, ids);
+      pair.Set(1u, lps);
+      tops.Set(static_cast<uint32_t>(i), pair);
+    }
+    Napi::Array both = Napi::Array::New(env, 2);
+    both.Set(0u, chosen);
+    both.Set(1u, tops);
+    jsLogprobs = both;
+  }
   Napi::FunctionReference& cb = reason != FinishReason::None ? onChunk : it->second.onChunk;
-  cb.Call({ToInt32Array(env, tokens.data(), tokens.size()), jsTexts, done});
+  cb.Call({ToInt32Array(env, tokens.data(), tokens.size()), jsTexts, done, jsLogprobs});
 }
 
 bool Engine::PlanLogits(SeqState& seq) {
@@ -303,7 +341,7 @@ void Engine::Run() {
     gens_.erase(std::remove_if(gens_.begin(), gens_.end(), [](const auto& g) { return g->reason != FinishReason::None; }),
                 gens_.end());
     for (auto& t : tasks) {
-      SyncSeq(*t->seq);
+      if (t->seq) SyncSeq(*t->seq);
       t->failure = t->run(ctx_.get(), *t);
       FinishJob(t);
     }
@@ -333,57 +371,6 @@ void Engine::FinishGen(GenJob& gen, FinishReason reason, Failure failure) {
     if (gen.reason != FinishReason::None) return;
     gen.reason = reason;
     gen.failure = std::move(failure);
-    post = !gen.notifyPending;
-    gen.notifyPending = true;
-  }
-  if (post) {
-    const uint64_t id = gen.id;
-    Post([this, id](Napi::Env env) { DrainGen(env, id); });
-  }
-}
-
-void Engine::Sample(GenJob& gen, const float* logits) {
-  SeqState& seq = *gen.seq;
-  if (seq.tokens.size() >= capacity_) {
-    // The history may never outgrow the session: a token sampled now could not be evaluated.
-    FinishGen(gen, FinishReason::ContextFull,
-              {"ERR_CONTEXT_FULL", "The session is full: it holds " + std::to_string(seq.tokens.size()) +
-                                       " tokens, all its context has room for. Rewind or truncate the session, "
-                                       "or create the context with a larger contextSize."});
-    return;
-  }
-  auto& cur = gen.candidates;
-  const int32_t n = static_cast<int32_t>(cur.size());
-  for (int32_t i = 0; i < n; i++) cur[static_cast<size_t>(i)] = llama_token_data{i, logits[i], 0.0f};
-  llama_token_data_array arr{cur.data(), cur.size(), -1, false};
-  llama_sampler_apply(gen.sampler.get(), &arr);
-  if (arr.selected < 0 || static_cast<size_t>(arr.selected) >= arr.size) {
-    FinishGen(gen, FinishReason::Error, {"ERR_INTERNAL", "The sampler chain did not select a token"});
-    return;
-  }
-  const llama_token token = arr.data[arr.selected].id;
-  llama_sampler_accept(gen.sampler.get(), token);
-  seq.tokens.push_back(token);
-  seq.logitsValid = false;
-  gen.produced++;
-
-  std::string text = gen.text.Push(token);
-  FinishReason reason = FinishReason::None;
-  if (gen.text.Stopped()) {
-    reason = FinishReason::Stop;
-  } else if (llama_vocab_is_eog(model_->vocab, token)) {
-    reason = FinishReason::Eog;
-  } else if (gen.produced >= gen.maxTokens) {
-    reason = FinishReason::Length;
-  }
-  if (reason == FinishReason::Eog || reason == FinishReason::Length) text += gen.text.Flush();
-
-  bool post = false;
-  {
-    std::lock_guard<std::mutex> lk(gen.outMu);
-    gen.outTokens.push_back(token);
-    gen.outTexts.push_back(std::move(text));
-    if (reason != FinishReason::None) gen.reason = reason;
     post = !gen.notifyPending;
     gen.notifyPending = true;
   }
@@ -461,6 +448,9 @@ void Engine::Step() {
   soleJob_ = parts.size() == 1 && parts[0].job->type == Job::Type::Eval ? parts[0].job.get() : nullptr;
   const int32_t ret = llama_decode(ctx_.get(), batch.Get());
   soleJob_ = nullptr;
+  stats_.decodeCalls++;
+  stats_.tokensDecoded += static_cast<uint64_t>(batch.Size());
+  if (parts.size() > stats_.maxSequencesPerBatch) stats_.maxSequencesPerBatch = parts.size();
 
   for (Part& part : parts) {
     Job& job = *part.job;

@@ -27,7 +27,9 @@
 #include <vector>
 
 #include "Model.h"
+#include "Sampler.h"
 #include "TextStream.h"
+#include "Trace.h"
 #include "common.h"
 #include "llama_compat.h"
 
@@ -66,20 +68,34 @@ struct EvalJob : Job {
   size_t evaluated = 0;  // tokens decoded by this job
 };
 
+// Log-probabilities of one generated token: the chosen one and the most likely alternatives.
+struct TokenLogprobs {
+  float chosen = 0;
+  std::vector<std::pair<llama_token, float>> top;
+};
+
 struct GenJob : Job {
   GenJob(const llama_vocab* vocab, std::vector<std::string> stops) : Job(Type::Generate), text(vocab, std::move(stops)) {}
 
-  compat::SamplerPtr sampler;
+  Sampling sampling;
   int64_t maxTokens = 0;
   int64_t produced = 0;
+  int32_t logprobs = -1;       // top alternatives to report; -1: no log-probabilities
+  int32_t shiftKeep = -1;      // context shift keeping this many tokens; -1: off
+  bool hasProcessor = false;   // a JS logits processor runs before each sampling step
   TextStream text;
   std::vector<llama_token_data> candidates;
   std::atomic<bool> paused{false};
+
+  // Handshake with the JS logits processor (guarded by the engine's mu_).
+  bool processorDone = false;
+  std::string processorError;
 
   // Output not yet delivered to JS (guarded by outMu).
   std::mutex outMu;
   std::vector<llama_token> outTokens;
   std::vector<std::string> outTexts;
+  std::vector<TokenLogprobs> outLogprobs;
   FinishReason reason = FinishReason::None;
   bool notifyPending = false;
 };
@@ -92,9 +108,11 @@ struct TaskJob : Job {
   std::vector<uint8_t> bytes;
 };
 
-struct EngineOptions {
-  int32_t threads = 4;
-  int32_t threadsBatch = 4;
+// Embeddings of several texts: one vector each (pooled), or one per token (pooling "none").
+struct EmbedResult {
+  enum llama_pooling_type pooling = LLAMA_POOLING_TYPE_NONE;
+  int32_t dim = 0;
+  std::vector<std::vector<float>> vectors;
 };
 
 class Engine : public std::enable_shared_from_this<Engine> {
@@ -102,7 +120,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
   // Takes ownership of ctx and starts the engine thread. JS thread.
   // `requested` caps each session's capacity (tokens) at what the user asked for.
   static std::shared_ptr<Engine> Start(Napi::Env env, std::shared_ptr<ModelHandle> model, compat::ContextPtr ctx,
-                                       uint32_t requested);
+                                       uint32_t requested, const llama_context_params& params);
   ~Engine();
 
   // --- JS thread only ---
@@ -115,9 +133,22 @@ class Engine : public std::enable_shared_from_this<Engine> {
   // Starts a generation; onChunk(tokens: Int32Array, texts: string[], done?: {...}) is called
   // on the JS thread with everything produced since the last call.
   void SubmitGen(Napi::Env env, std::shared_ptr<GenJob> job, Napi::Function onChunk);
+  // Same, with a logits processor called before every sampling step with `logitsView`.
+  void SubmitGen(Napi::Env env, std::shared_ptr<GenJob> job, Napi::Function onChunk, Napi::Function processor,
+                 Napi::Float32Array logitsView);
   Napi::Value SubmitTask(Napi::Env env, std::shared_ptr<TaskJob> job);
   void Abort(const std::shared_ptr<Job>& job);
   void SetPaused(Napi::Env env, const std::shared_ptr<GenJob>& job, bool paused);
+
+  // Engine thread (inside a task): appends `input` to seq and evaluates it, then evaluates the
+  // whole history again in a capture context (flash attention off, graph callback on).
+  Failure RunTrace(SeqState& seq, const std::vector<llama_token>& input, const TraceRequest& req, TraceResult& out);
+  // Engine thread (inside a task): applies LoRA adapters (loaded once per model and path).
+  Failure RunSetLora(const std::vector<std::pair<std::string, float>>& adapters);
+  // Engine thread (inside a task): embeddings of `texts` (an embeddings context).
+  Failure RunEmbed(const std::vector<std::vector<llama_token>>& texts, bool normalize, EmbedResult& out);
+  // Engine thread (inside a task): evaluates seq's pending tokens at once, keeping its logits.
+  Failure EvalNow(SeqState& seq);
 
   // Makes seq ready to produce next-token logits: a session whose logits are stale gets its
   // last token evaluated again. Returns false when the session is empty.
@@ -129,6 +160,17 @@ class Engine : public std::enable_shared_from_this<Engine> {
   uint32_t sequences() const { return nSeq_; }
   uint32_t freeSequences() const;
   uint32_t batchSize() const { return nBatch_; }
+  bool learnedPositions() const { return learnedPositions_; }
+  bool embeddings() const { return params_.embeddings; }
+
+  // Decode statistics, for tests and benchmarks (any thread).
+  struct Stats {
+    std::atomic<uint64_t> decodeCalls{0};
+    std::atomic<uint64_t> tokensDecoded{0};
+    std::atomic<uint64_t> maxSequencesPerBatch{0};
+    std::atomic<uint64_t> contextShifts{0};
+  };
+  const Stats& stats() const { return stats_; }
 
  private:
   struct Part {
@@ -142,12 +184,15 @@ class Engine : public std::enable_shared_from_this<Engine> {
     Napi::Reference<Napi::ArrayBuffer> keepAlive;
     std::shared_ptr<Job> job;
     bool counted = true;  // holds a ref on the event loop
+    Napi::FunctionReference processor;                 // generation: the JS logits processor
+    Napi::Reference<Napi::Float32Array> logitsView;    // generation: what the processor sees
   };
   using Completion = std::function<void(Napi::Env)>;
   static void CallCompletion(Napi::Env env, Napi::Function, Engine*, Completion* fn);
   using Tsfn = Napi::TypedThreadSafeFunction<Engine, Completion, &Engine::CallCompletion>;
 
-  Engine(Napi::Env env, std::shared_ptr<ModelHandle> model, compat::ContextPtr ctx, uint32_t requested);
+  Engine(Napi::Env env, std::shared_ptr<ModelHandle> model, compat::ContextPtr ctx, uint32_t requested,
+         const llama_context_params& params);
 
   // --- engine thread ---
   void Run();
@@ -155,6 +200,10 @@ class Engine : public std::enable_shared_from_this<Engine> {
   void Step();
   void SyncSeq(SeqState& seq);
   void Sample(GenJob& gen, const float* logits);
+  llama_token SelectToken(GenJob& gen, const float* logits);
+  bool RunProcessor(GenJob& gen, const float* logits);  // false: the generation ended
+  bool ShiftContext(GenJob& gen);                       // false: no room and no shift
+  void Emit(GenJob& gen, llama_token token, std::string text, TokenLogprobs* logprobs, FinishReason reason);
   void FinishGen(GenJob& gen, FinishReason reason, Failure failure = {});
   void FinishJob(const std::shared_ptr<Job>& job);
   void Post(Completion fn);
@@ -164,6 +213,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
   void Track(Napi::Env env, std::shared_ptr<Job> job, JsPending pending);
   void Settle(Napi::Env env, uint64_t id);
   void DrainGen(Napi::Env env, uint64_t id);
+  void CallProcessor(Napi::Env env, uint64_t id);
   void RefLoop(Napi::Env env, int delta);
 
   std::shared_ptr<ModelHandle> model_;
@@ -171,6 +221,9 @@ class Engine : public std::enable_shared_from_this<Engine> {
   uint32_t capacity_ = 0;
   uint32_t nSeq_ = 1;
   uint32_t nBatch_ = 512;
+  bool learnedPositions_ = false;
+  llama_context_params params_;  // as the context was created
+  Stats stats_;
   Tsfn tsfn_;
   std::thread thread_;
 
@@ -186,6 +239,8 @@ class Engine : public std::enable_shared_from_this<Engine> {
   std::deque<std::shared_ptr<EvalJob>> evals_;
   std::unique_ptr<compat::Batch> batch_;
   std::atomic<Job*> soleJob_{nullptr};
+  compat::ContextPtr traceCtx_;  // created by the first trace
+  TraceCapture traceCapture_;
 
   // JS thread only.
   Napi::Env env_;

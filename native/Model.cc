@@ -66,7 +66,7 @@ struct ProgressState {
 
 class LoadWorker : public Napi::AsyncProgressWorker<float> {
  public:
-  LoadWorker(ModelWrap* wrap, Napi::Object receiver, std::string path, std::optional<bool> useMmap,
+  LoadWorker(ModelWrap* wrap, Napi::Object receiver, std::string path, std::optional<bool> useMmap, bool vocabOnly,
              std::shared_ptr<std::atomic<bool>> abort, std::optional<Napi::Function> onProgress,
              Napi::Promise::Deferred deferred)
       : Napi::AsyncProgressWorker<float>(receiver.Env(), "llama-napi:loadModel"),
@@ -74,6 +74,7 @@ class LoadWorker : public Napi::AsyncProgressWorker<float> {
         wrap_(wrap),
         path_(std::move(path)),
         useMmap_(useMmap),
+        vocabOnly_(vocabOnly),
         abort_(std::move(abort)),
         deferred_(deferred) {
     if (onProgress) onProgress_ = Napi::Persistent(*onProgress);
@@ -84,7 +85,7 @@ class LoadWorker : public Napi::AsyncProgressWorker<float> {
     if (!failure_.ok()) return;
     LogCapture capture;
     ProgressState state{&progress, abort_.get(), -1.0f};
-    llama_model_params params = compat::ModelParams(useMmap_.value_or(true), useMmap_.has_value());
+    llama_model_params params = compat::ModelParams(useMmap_.value_or(true), useMmap_.has_value(), vocabOnly_);
     params.progress_callback = [](float p, void* ud) -> bool {
       auto* s = static_cast<ProgressState*>(ud);
       if (s->abort->load()) return false;
@@ -120,7 +121,7 @@ class LoadWorker : public Napi::AsyncProgressWorker<float> {
       model_.reset();
       deferred_.Reject(MakeError(env, "ERR_DISPOSED", "The model was disposed while it was loading").Value());
     } else {
-      wrap_->FinishLoad(std::move(model_));
+      wrap_->FinishLoad(std::move(model_), vocabOnly_, path_);
       deferred_.Resolve(env.Undefined());
     }
   }
@@ -132,6 +133,7 @@ class LoadWorker : public Napi::AsyncProgressWorker<float> {
   ModelWrap* wrap_;
   std::string path_;
   std::optional<bool> useMmap_;
+  bool vocabOnly_;
   std::shared_ptr<std::atomic<bool>> abort_;
   Napi::FunctionReference onProgress_;
   Napi::Promise::Deferred deferred_;
@@ -177,7 +179,11 @@ Napi::Function ModelWrap::Init(Napi::Env env) {
                          InstanceMethod<&ModelWrap::SpecialTokens>("specialTokens"),
                          InstanceMethod<&ModelWrap::IsEog>("isEog"),
                          InstanceMethod<&ModelWrap::IsControl>("isControl"),
+                         InstanceMethod<&ModelWrap::TokenAttributes>("tokenAttributes"),
+                         InstanceMethod<&ModelWrap::TokenText>("tokenText"),
                          InstanceMethod<&ModelWrap::MetaString>("metaString"),
+                         InstanceMethod<&ModelWrap::EmbeddingRows>("embeddingRows"),
+                         InstanceMethod<&ModelWrap::Tensors>("tensors"),
                          InstanceMethod<&ModelWrap::Dispose>("dispose"),
                      });
 }
@@ -199,9 +205,12 @@ std::shared_ptr<ModelHandle> ModelWrap::Handle(Napi::Env env) const {
   return handle_;
 }
 
-void ModelWrap::FinishLoad(compat::ModelPtr model) {
+void ModelWrap::FinishLoad(compat::ModelPtr model, bool vocabOnly, const std::string& path) {
   loading_ = false;
   auto handle = std::make_shared<ModelHandle>();
+  handle->vocabOnly = vocabOnly;
+  handle->path = path;
+  handle->tensors = std::make_unique<ModelTensors>(path);
   handle->vocab = compat::Vocab(model.get());
   handle->nVocab = compat::VocabSize(model.get());
   handle->model = std::move(model);
@@ -214,6 +223,7 @@ Napi::Value ModelWrap::Load(const Napi::CallbackInfo& info) {
   std::string path = args.String(0, "path");
   Options opts(env, args.OptionalObject(1, "options"), "options");
   std::optional<bool> useMmap = opts.Bool("useMmap");
+  const bool vocabOnly = opts.Bool("vocabOnly").value_or(false);
   std::optional<Napi::Function> onProgress = args.OptionalFunction(2, "onProgress");
   if (disposed_) return Rejected(env, "ERR_DISPOSED", "This Model has been disposed");
   if (loading_ || handle_) return Rejected(env, "ERR_STATE", "load() may only be called once per Model");
@@ -222,7 +232,7 @@ Napi::Value ModelWrap::Load(const Napi::CallbackInfo& info) {
   }
   loading_ = true;
   auto deferred = Napi::Promise::Deferred::New(env);
-  auto* worker = new LoadWorker(this, info.This().As<Napi::Object>(), path, useMmap, abortLoad_, onProgress, deferred);
+  auto* worker = new LoadWorker(this, info.This().As<Napi::Object>(), path, useMmap, vocabOnly, abortLoad_, onProgress, deferred);
   worker->Queue();
   return deferred.Promise();
 }
@@ -246,8 +256,10 @@ Napi::Value ModelWrap::Info(const Napi::CallbackInfo& info) {
   out.Set("trainContextSize", llama_model_n_ctx_train(m));
   out.Set("embeddingSize", llama_model_n_embd(m));
   out.Set("layers", llama_model_n_layer(m));
-  out.Set("heads", llama_model_n_head(m));
-  out.Set("headsKv", llama_model_n_head_kv(m));
+  // A vocab-only load reads no hyperparameters (no layers): llama_model_n_head() would
+  // GGML_ABORT (llama_hparams::n_head(0) with n_layer_all == 0), so report 0 heads.
+  out.Set("heads", h->vocabOnly ? 0 : llama_model_n_head(m));
+  out.Set("headsKv", h->vocabOnly ? 0 : llama_model_n_head_kv(m));
   out.Set("fileType", llama_ftype_name(llama_model_ftype(m)));
   out.Set("learnedPositions", compat::HasLearnedPositions(m));
   out.Set("hasEncoder", llama_model_has_encoder(m));
@@ -265,6 +277,56 @@ Napi::Value ModelWrap::MetaString(const Napi::CallbackInfo& info) {
   char probe[1];
   if (llama_model_meta_val_str(h->model.get(), key.c_str(), probe, sizeof(probe)) < 0) return env.Null();
   return Napi::String::New(env, MetaValue(h->model.get(), key.c_str()));
+}
+
+// embeddingRows(tensorName, firstRow, count) -> Float32Array (count × row length), dequantised.
+Napi::Value ModelWrap::EmbeddingRows(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Args args(info);
+  auto h = Handle(env);
+  const std::string name = args.String(0, "tensor");
+  if (name != "token_embd.weight" && name != "position_embd.weight") {
+    Throw(env, "ERR_INVALID_ARGUMENT", "embeddingRows reads token_embd.weight or position_embd.weight, not " + name);
+  }
+  const int64_t first = args.Int(1, "row", 0, INT32_MAX);
+  const int64_t count = args.Int(2, "count", 1, 4096);
+  TensorInfo t;
+  std::string error;
+  if (!h->tensors->Find(name, t, error)) {
+    Throw(env, "ERR_UNSUPPORTED", name == "position_embd.weight"
+                                      ? "This model has no learned position embeddings (it encodes positions another way, e.g. RoPE)"
+                                      : error);
+  }
+  const int64_t nRows = t.ne.size() > 1 ? t.ne[1] : 1;
+  if (first + count > nRows) {
+    Throw(env, name == "token_embd.weight" ? "ERR_TOKEN_INVALID" : "ERR_INVALID_ARGUMENT",
+          "Row " + std::to_string(first + count - 1) + " is out of range: " + name + " has rows 0.." + std::to_string(nRows - 1));
+  }
+  std::vector<float> rows;
+  if (!h->tensors->ReadRows(name, first, count, rows, error)) Throw(env, "ERR_FILE_UNREADABLE", error);
+  Napi::Float32Array out = Napi::Float32Array::New(env, rows.size());
+  std::memcpy(out.Data(), rows.data(), rows.size() * sizeof(float));
+  return out;
+}
+
+// tensors() -> [{name, type, shape}] from the file's tensor table.
+Napi::Value ModelWrap::Tensors(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto h = Handle(env);
+  std::string error;
+  std::vector<TensorInfo> list = h->tensors->List(error);
+  if (!error.empty()) Throw(env, "ERR_FILE_UNREADABLE", error);
+  Napi::Array out = Napi::Array::New(env, list.size());
+  for (size_t i = 0; i < list.size(); i++) {
+    Napi::Object t = Napi::Object::New(env);
+    t.Set("name", list[i].name);
+    t.Set("type", ggml_type_name(list[i].type));
+    Napi::Array shape = Napi::Array::New(env, list[i].ne.size());
+    for (size_t k = 0; k < list[i].ne.size(); k++) shape.Set(static_cast<uint32_t>(k), Napi::Number::New(env, static_cast<double>(list[i].ne[k])));
+    t.Set("shape", shape);
+    out.Set(static_cast<uint32_t>(i), t);
+  }
+  return out;
 }
 
 Napi::Value ModelWrap::Tokenize(const Napi::CallbackInfo& info) {
@@ -360,6 +422,34 @@ Napi::Value ModelWrap::IsControl(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   llama_token t = CheckedToken(env, info[0]);
   return Napi::Boolean::New(env, llama_vocab_is_control(handle_->vocab, t));
+}
+
+// The attribute flags llama.cpp keeps for a token (from the GGUF token types, adjusted per model).
+Napi::Value ModelWrap::TokenAttributes(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  llama_token t = CheckedToken(env, info[0]);
+  const auto attr = static_cast<uint32_t>(llama_vocab_get_attr(handle_->vocab, t));
+  Napi::Object out = Napi::Object::New(env);
+  auto set = [&](const char* name, llama_token_attr flag) { out.Set(name, (attr & flag) != 0); };
+  set("unknown", LLAMA_TOKEN_ATTR_UNKNOWN);
+  set("unused", LLAMA_TOKEN_ATTR_UNUSED);
+  set("normal", LLAMA_TOKEN_ATTR_NORMAL);
+  set("control", LLAMA_TOKEN_ATTR_CONTROL);
+  set("userDefined", LLAMA_TOKEN_ATTR_USER_DEFINED);
+  set("byte", LLAMA_TOKEN_ATTR_BYTE);
+  set("normalized", LLAMA_TOKEN_ATTR_NORMALIZED);
+  set("lstrip", LLAMA_TOKEN_ATTR_LSTRIP);
+  set("rstrip", LLAMA_TOKEN_ATTR_RSTRIP);
+  set("singleWord", LLAMA_TOKEN_ATTR_SINGLE_WORD);
+  return out;
+}
+
+// The token as the vocabulary stores it (GPT-2 stores " world" as "Ġworld").
+Napi::Value ModelWrap::TokenText(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  llama_token t = CheckedToken(env, info[0]);
+  const char* text = llama_vocab_get_text(handle_->vocab, t);
+  return Napi::String::New(env, text != nullptr ? text : "");
 }
 
 void ModelWrap::Dispose(const Napi::CallbackInfo& info) {

@@ -4,8 +4,11 @@
 #include <napi.h>
 
 #include <atomic>
+#include <map>
 #include <memory>
+#include <mutex>
 
+#include "ModelTensors.h"
 #include "llama_compat.h"
 
 namespace llama_napi {
@@ -16,6 +19,12 @@ struct ModelHandle {
   compat::ModelPtr model;
   const llama_vocab* vocab = nullptr;
   int32_t nVocab = 0;
+  bool vocabOnly = false;  // loaded without weights: tokenizer only, no contexts
+  std::string path;
+  std::unique_ptr<ModelTensors> tensors;  // direct reads of the file's tensors
+  // LoRA adapters loaded for this model, by path. llama.cpp frees them with the model.
+  std::mutex loraMu;
+  std::map<std::string, llama_adapter_lora*> loras;
 };
 
 class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
@@ -29,7 +38,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   ~ModelWrap() override = default;
 
   // Called by the load worker on the JS thread.
-  void FinishLoad(compat::ModelPtr model);
+  void FinishLoad(compat::ModelPtr model, bool vocabOnly, const std::string& path);
   bool disposed() const { return disposed_; }
 
  private:
@@ -44,7 +53,11 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   Napi::Value SpecialTokens(const Napi::CallbackInfo& info);
   Napi::Value IsEog(const Napi::CallbackInfo& info);
   Napi::Value IsControl(const Napi::CallbackInfo& info);
+  Napi::Value TokenAttributes(const Napi::CallbackInfo& info);
+  Napi::Value TokenText(const Napi::CallbackInfo& info);
   Napi::Value MetaString(const Napi::CallbackInfo& info);
+  Napi::Value EmbeddingRows(const Napi::CallbackInfo& info);
+  Napi::Value Tensors(const Napi::CallbackInfo& info);
   void Dispose(const Napi::CallbackInfo& info);
 
   llama_token CheckedToken(Napi::Env env, const Napi::Value& v) const;

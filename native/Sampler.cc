@@ -5,7 +5,10 @@
 #include <string>
 #include <vector>
 
+#include <cstring>
+
 #include "common.h"
+#include "json-schema-to-grammar.h"
 #include "log.h"
 
 namespace llama_napi {
@@ -46,7 +49,7 @@ std::vector<llama_logit_bias> LogitBias(Napi::Env env, const Options& o, const l
   return out;
 }
 
-void AddDry(Napi::Env env, llama_sampler* chain, const llama_vocab* vocab, const Options& o) {
+void AddDry(Napi::Env env, llama_sampler* chain, const llama_vocab* vocab, const Options& o, int32_t contextSize) {
   std::optional<Napi::Object> dryObj = o.Object("dry");
   if (!dryObj) return;
   Options d(env, *dryObj, "sampling.dry");
@@ -54,6 +57,7 @@ void AddDry(Napi::Env env, llama_sampler* chain, const llama_vocab* vocab, const
   float base = static_cast<float>(d.Number("base", 1, kMaxFloat).value_or(1.75));
   int32_t allowed = static_cast<int32_t>(d.Int("allowedLength", 0, 1 << 20).value_or(2));
   int32_t lastN = static_cast<int32_t>(d.Int("penaltyLastN", -1, 1 << 24).value_or(-1));
+  if (lastN < 0) lastN = contextSize;
   std::vector<std::string> breakers = d.StringArray("sequenceBreakers", 64).value_or(
       std::vector<std::string>{"\n", ":", "\"", "*"});
   std::vector<const char*> cbreakers;
@@ -61,9 +65,24 @@ void AddDry(Napi::Env env, llama_sampler* chain, const llama_vocab* vocab, const
   llama_sampler_chain_add(chain, llama_sampler_init_dry(vocab, multiplier, base, allowed, lastN, cbreakers.data(), cbreakers.size()));
 }
 
+// JSON Schema → GBNF with llama.cpp's own converter (common/json-schema-to-grammar).
+std::string SchemaToGrammar(Napi::Env env, const std::string& schema) {
+  try {
+    return json_schema_to_grammar(common_json::parse(schema));
+  } catch (const std::exception& e) {
+    Throw(env, "ERR_GRAMMAR_INVALID", std::string("The JSON schema cannot be turned into a grammar: ") + e.what());
+  }
+}
+
+bool IsGreedyOnly(llama_sampler* chain) {
+  if (llama_sampler_chain_n(chain) != 1) return false;
+  const char* name = llama_sampler_name(llama_sampler_chain_get(chain, 0));
+  return name != nullptr && std::strcmp(name, "greedy") == 0;
+}
+
 }  // namespace
 
-compat::SamplerPtr BuildSampler(Napi::Env env, const llama_model* model, Napi::Object config) {
+Sampling BuildSampler(Napi::Env env, const llama_model* model, Napi::Object config, int32_t contextSize) {
   const llama_vocab* vocab = compat::Vocab(model);
   const int32_t nVocab = llama_vocab_n_tokens(vocab);
   Options o(env, config, "sampling");
@@ -79,7 +98,8 @@ compat::SamplerPtr BuildSampler(Napi::Env env, const llama_model* model, Napi::O
   const double repeatPenalty = o.Number("repeatPenalty", 0, kMaxFloat).value_or(1.0);
   const double frequencyPenalty = o.Number("frequencyPenalty", -kMaxFloat, kMaxFloat).value_or(0);
   const double presencePenalty = o.Number("presencePenalty", -kMaxFloat, kMaxFloat).value_or(0);
-  const int64_t penaltyLastN = o.Int("penaltyLastN", -1, 1 << 24).value_or(64);
+  int64_t penaltyLastN = o.Int("penaltyLastN", -1, 1 << 24).value_or(64);
+  if (penaltyLastN < 0) penaltyLastN = contextSize;
   const int64_t minKeep = o.Int("minKeep", 0, nVocab).value_or(0);
   const uint32_t seed = SeedOf(o);
   if (repeatPenalty <= 0) Throw(env, "ERR_INVALID_ARGUMENT", "sampling.repeatPenalty must be > 0 (1 disables it)");
@@ -103,42 +123,49 @@ compat::SamplerPtr BuildSampler(Napi::Env env, const llama_model* model, Napi::O
 
   llama_sampler_chain_params cp = llama_sampler_chain_default_params();
   cp.no_perf = true;
-  compat::SamplerPtr chain(llama_sampler_chain_init(cp));
+  Sampling out;
+  out.chain.reset(llama_sampler_chain_init(cp));
+  llama_sampler* chain = out.chain.get();
 
-  if (std::optional<std::string> grammar = o.String("grammar")) {
+  std::optional<std::string> grammar = o.String("grammar");
+  if (std::optional<std::string> schema = o.String("jsonSchema")) {
+    if (grammar) Throw(env, "ERR_INVALID_ARGUMENT", "Pass either grammar or jsonSchema, not both");
+    grammar = SchemaToGrammar(env, *schema);
+  }
+  if (grammar) {
     std::string root = o.String("grammarRoot").value_or("root");
     LogCapture capture;
-    llama_sampler* g = llama_sampler_init_grammar(vocab, grammar->c_str(), root.c_str());
-    if (g == nullptr) {
+    out.grammar.reset(llama_sampler_init_grammar(vocab, grammar->c_str(), root.c_str()));
+    if (!out.grammar) {
       Throw(env, "ERR_GRAMMAR_INVALID", "The grammar does not parse: " + capture.Text());
     }
-    llama_sampler_chain_add(chain.get(), g);
   }
   if (!bias.empty()) {
-    llama_sampler_chain_add(chain.get(), llama_sampler_init_logit_bias(nVocab, static_cast<int32_t>(bias.size()), bias.data()));
+    llama_sampler_chain_add(chain, llama_sampler_init_logit_bias(nVocab, static_cast<int32_t>(bias.size()), bias.data()));
   }
 
   const bool penalties = repeatPenalty != 1.0 || frequencyPenalty != 0 || presencePenalty != 0;
   if (temperature <= 0 && mirostat == 0) {
     // Greedy: filters cannot change the arg-max, so only the samplers that move logits apply.
     if (penalties) {
-      llama_sampler_chain_add(chain.get(), llama_sampler_init_penalties(nVocab, static_cast<int32_t>(penaltyLastN),
+      llama_sampler_chain_add(chain, llama_sampler_init_penalties(nVocab, static_cast<int32_t>(penaltyLastN),
                                                                         static_cast<float>(repeatPenalty),
                                                                         static_cast<float>(frequencyPenalty),
                                                                         static_cast<float>(presencePenalty)));
     }
-    AddDry(env, chain.get(), vocab, o);
-    llama_sampler_chain_add(chain.get(), llama_sampler_init_greedy());
-    return chain;
+    AddDry(env, chain, vocab, o, contextSize);
+    llama_sampler_chain_add(chain, llama_sampler_init_greedy());
+    out.greedyOnly = IsGreedyOnly(chain);
+    return out;
   }
   if (mirostat != 0) {
-    llama_sampler_chain_add(chain.get(), llama_sampler_init_temp(static_cast<float>(temperature)));
-    llama_sampler_chain_add(chain.get(), mirostat == 1
+    llama_sampler_chain_add(chain, llama_sampler_init_temp(static_cast<float>(temperature)));
+    llama_sampler_chain_add(chain, mirostat == 1
                                              ? llama_sampler_init_mirostat(nVocab, seed, static_cast<float>(mirostatTau),
                                                                            static_cast<float>(mirostatEta), 100)
                                              : llama_sampler_init_mirostat_v2(seed, static_cast<float>(mirostatTau),
                                                                               static_cast<float>(mirostatEta)));
-    return chain;
+    return out;
   }
   for (const std::string& name : order) {
     llama_sampler* s = nullptr;
@@ -148,7 +175,7 @@ compat::SamplerPtr BuildSampler(Napi::Env env, const llama_model* model, Napi::O
                                          static_cast<float>(frequencyPenalty), static_cast<float>(presencePenalty));
       }
     } else if (name == "dry") {
-      AddDry(env, chain.get(), vocab, o);
+      AddDry(env, chain, vocab, o, contextSize);
     } else if (name == "topNSigma") {
       if (topNSigma > 0) s = llama_sampler_init_top_n_sigma(static_cast<float>(topNSigma));
     } else if (name == "topK") {
@@ -172,10 +199,10 @@ compat::SamplerPtr BuildSampler(Napi::Env env, const llama_model* model, Napi::O
             "sampling.order has an unknown sampler \"" + name +
                 "\"; use penalties, dry, topNSigma, topK, typicalP, topP, minP, xtc, temperature");
     }
-    if (s != nullptr) llama_sampler_chain_add(chain.get(), s);
+    if (s != nullptr) llama_sampler_chain_add(chain, s);
   }
-  llama_sampler_chain_add(chain.get(), llama_sampler_init_dist(seed));
-  return chain;
+  llama_sampler_chain_add(chain, llama_sampler_init_dist(seed));
+  return out;
 }
 
 }  // namespace llama_napi

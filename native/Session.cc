@@ -29,6 +29,7 @@ Napi::Function SessionWrap::Init(Napi::Env env) {
                          InstanceMethod<&SessionWrap::Fork>("fork"),
                          InstanceMethod<&SessionWrap::SaveState>("saveState"),
                          InstanceMethod<&SessionWrap::LoadState>("loadState"),
+                         InstanceMethod<&SessionWrap::Trace>("trace"),
                          InstanceMethod<&SessionWrap::Info>("info"),
                          InstanceMethod<&SessionWrap::Dispose>("dispose"),
                      });
@@ -37,6 +38,9 @@ Napi::Function SessionWrap::Init(Napi::Env env) {
 SessionWrap::SessionWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SessionWrap>(info) {
   Napi::Env env = info.Env();
   engine_ = ContextWrap::EngineOf(env, info[0]);
+  if (engine_->embeddings()) {
+    Throw(env, "ERR_UNSUPPORTED", "An embedding context has no sessions; call embed() on it");
+  }
   seq_ = engine_->AcquireSeq();
   if (!seq_) {
     Throw(env, "ERR_NO_SEQUENCE",
@@ -134,6 +138,10 @@ Napi::Value SessionWrap::Logits(const Napi::CallbackInfo& info) {
           "No current logits: the session changed since its last evaluation (or nothing was evaluated yet). "
           "Call prompt() first.");
   }
+  return LogitsView(env);
+}
+
+Napi::Float32Array SessionWrap::LogitsView(Napi::Env env) {
   if (logitsView_.IsEmpty()) {
     Napi::ArrayBuffer buf = logitsBuf_.Value();
     logitsView_ = Napi::Persistent(Napi::Float32Array::New(env, static_cast<size_t>(engine_->model()->nVocab), buf, 0));
@@ -153,10 +161,19 @@ void SessionWrap::Generate(const Napi::CallbackInfo& info) {
     if (s.empty()) Throw(env, "ERR_INVALID_ARGUMENT", "options.stop must not contain empty strings");
   }
   Napi::Object sampling = o.Object("sampling").value_or(Napi::Object::New(env));
+  const int64_t logprobs = o.Int("logprobs", 0, 100).value_or(-1);
+  int64_t shiftKeep = -1;
+  if (std::optional<Napi::Object> shift = o.Object("contextShift")) {
+    shiftKeep = Options(env, *shift, "options.contextShift").Int("keep", 0, engine_->capacity() - 2).value_or(0);
+  }
+  std::optional<Napi::Value> processor = o.Raw("logitsProcessor");
+  if (processor && !processor->IsFunction()) o.Fail("logitsProcessor", "a function");
   const llama_model* model = engine_->model()->model.get();
   auto job = std::make_shared<GenJob>(engine_->model()->vocab, std::move(stops));
-  job->sampler = BuildSampler(env, model, sampling);
+  job->sampling = BuildSampler(env, model, sampling, static_cast<int32_t>(engine_->capacity()));
   job->maxTokens = maxTokens;
+  job->logprobs = static_cast<int32_t>(logprobs);
+  job->shiftKeep = static_cast<int32_t>(shiftKeep);
   job->seq = seq_;
 
   SeqState& seq = *seq_;
@@ -168,7 +185,11 @@ void SessionWrap::Generate(const Napi::CallbackInfo& info) {
     Throw(env, "ERR_STATE", "The session is empty: prompt it with some text before generating");
   }
   current_ = job;
-  engine_->SubmitGen(env, job, onChunk);
+  if (processor) {
+    engine_->SubmitGen(env, job, onChunk, processor->As<Napi::Function>(), LogitsView(env));
+  } else {
+    engine_->SubmitGen(env, job, onChunk);
+  }
 }
 
 void SessionWrap::SetPaused(const Napi::CallbackInfo& info) {
@@ -247,6 +268,91 @@ Napi::Value SessionWrap::LoadState(const Napi::CallbackInfo& info) {
   job->seq = seq_;
   const size_t nVocab = static_cast<size_t>(engine_->model()->nVocab);
   job->run = [state, nVocab](llama_context* ctx, TaskJob& t) { return RestoreSequence(ctx, *state, *t.seq, nVocab); };
+  current_ = job;
+  return engine_->SubmitTask(env, job);
+}
+
+namespace {
+
+Napi::Value TraceToJs(Napi::Env env, const TraceResult& r) {
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("tokens", ToInt32Array(env, r.tokens.data(), r.tokens.size()));
+  out.Set("firstNew", Napi::Number::New(env, static_cast<double>(r.firstNew)));
+  out.Set("heads", r.nHead);
+  out.Set("headsKv", r.nHeadKv);
+  out.Set("embeddingSize", r.nEmbd);
+  Napi::Array layers = Napi::Array::New(env, r.layers.size());
+  for (size_t i = 0; i < r.layers.size(); i++) layers.Set(static_cast<uint32_t>(i), r.layers[i]);
+  out.Set("layers", layers);
+  auto floats = [&](const std::vector<float>& v) {
+    Napi::Float32Array a = Napi::Float32Array::New(env, v.size());
+    if (!v.empty()) std::memcpy(a.Data(), v.data(), v.size() * sizeof(float));
+    return a;
+  };
+  auto perLayer = [&](const std::vector<std::vector<float>>& v) {
+    Napi::Array a = Napi::Array::New(env, v.size());
+    for (size_t i = 0; i < v.size(); i++) a.Set(static_cast<uint32_t>(i), floats(v[i]));
+    return a;
+  };
+  if (!r.attention.empty()) out.Set("attention", perLayer(r.attention));
+  if (!r.hidden.empty()) out.Set("hidden", perLayer(r.hidden));
+  if (!r.lens.empty()) {
+    Napi::Array lens = Napi::Array::New(env, r.lens.size());
+    for (size_t l = 0; l < r.lens.size(); l++) {
+      Napi::Int32Array ids = Napi::Int32Array::New(env, r.lens[l].size());
+      Napi::Float32Array probs = Napi::Float32Array::New(env, r.lens[l].size());
+      for (size_t k = 0; k < r.lens[l].size(); k++) {
+        ids[k] = r.lens[l][k].first;
+        probs[k] = r.lens[l][k].second;
+      }
+      Napi::Array pair = Napi::Array::New(env, 2);
+      pair.Set(0u, ids);
+      pair.Set(1u, probs);
+      lens.Set(static_cast<uint32_t>(l), pair);
+    }
+    out.Set("lens", lens);
+  }
+  out.Set("logits", floats(r.logits));
+  return out;
+}
+
+}  // namespace
+
+// trace(tokens, {attention, hiddenStates, logitLens (top-k, 0 = off), layers}) -> Promise<object>
+Napi::Value SessionWrap::Trace(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Args args(info);
+  CheckIdle(env);
+  std::vector<int32_t> input = args.Tokens(0, "tokens");
+  Options o(env, args.OptionalObject(1, "options"), "options");
+  const llama_model* model = engine_->model()->model.get();
+  if (engine_->model()->vocabOnly) Throw(env, "ERR_STATE", "A vocabOnly model cannot be traced");
+  TraceRequest req;
+  req.attention = o.Bool("attention").value_or(true);
+  req.hidden = o.Bool("hiddenStates").value_or(true);
+  req.lensTopK = static_cast<int32_t>(o.Int("logitLens", 0, 100).value_or(0));
+  const int32_t nLayer = llama_model_n_layer(model);
+  if (std::optional<Napi::Value> layers = o.Raw("layers")) {
+    for (int32_t l : TokensFrom(env, *layers, "options.layers")) {
+      if (l < 0 || l >= nLayer) {
+        Throw(env, "ERR_INVALID_ARGUMENT", "options.layers has layer " + std::to_string(l) + "; this model has layers 0.." + std::to_string(nLayer - 1));
+      }
+      req.layers.push_back(l);
+    }
+  }
+  const int32_t nVocab = engine_->model()->nVocab;
+  for (size_t i = 0; i < input.size(); i++) {
+    if (input[i] < 0 || input[i] >= nVocab) {
+      Throw(env, "ERR_TOKEN_INVALID", "Token " + std::to_string(input[i]) + " at index " + std::to_string(i) + " is out of range");
+    }
+  }
+  auto result = std::make_shared<TraceResult>();
+  auto job = std::make_shared<TaskJob>();
+  job->seq = seq_;
+  Engine* engine = engine_.get();
+  std::vector<llama_token> tokens(input.begin(), input.end());
+  job->run = [engine, tokens, req, result](llama_context*, TaskJob& t) { return engine->RunTrace(*t.seq, tokens, req, *result); };
+  job->toJs = [result](Napi::Env env, TaskJob&) { return TraceToJs(env, *result); };
   current_ = job;
   return engine_->SubmitTask(env, job);
 }

@@ -25,6 +25,7 @@ class SessionWrap : public Napi::ObjectWrap<SessionWrap> {
 
   Napi::Value Prompt(const Napi::CallbackInfo& info);
   Napi::Value Logits(const Napi::CallbackInfo& info);
+  Napi::Float32Array LogitsView(Napi::Env env);  // the one Float32Array over the logits buffer
   void Generate(const Napi::CallbackInfo& info);
   void SetPaused(const Napi::CallbackInfo& info);
   void Abort(const Napi::CallbackInfo& info);
@@ -33,6 +34,7 @@ class SessionWrap : public Napi::ObjectWrap<SessionWrap> {
   Napi::Value Fork(const Napi::CallbackInfo& info);
   Napi::Value SaveState(const Napi::CallbackInfo& info);
   Napi::Value LoadState(const Napi::CallbackInfo& info);
+  Napi::Value Trace(const Napi::CallbackInfo& info);
   Napi::Value Info(const Napi::CallbackInfo& info);
   void Dispose(const Napi::CallbackInfo& info);
   void Release();

@@ -9,12 +9,6 @@ namespace {
 constexpr char kMagic[8] = {'L', 'N', 'A', 'P', 'I', 'S', 'Q', '1'};
 constexpr uint32_t kVersion = 1;
 
-template <typename T>
-void Put(std::vector<uint8_t>& out, const T& v) {
-  const auto* p = reinterpret_cast<const uint8_t*>(&v);
-  out.insert(out.end(), p, p + sizeof(T));
-}
-
 class Reader {
  public:
   Reader(const uint8_t* data, size_t size) : data_(data), size_(size) {}
@@ -43,23 +37,22 @@ Failure Invalid(const std::string& what) {
   return {"ERR_STATE", "The saved state is invalid: " + what + ". It must come from saveState() of this library."};
 }
 
-// Moves the KV cells of `from` into `to` through host memory.
-Failure CopyKv(llama_context* ctx, llama_seq_id from, llama_seq_id to) {
-  std::vector<uint8_t> buf(llama_state_seq_get_size(ctx, from));
-  const size_t n = llama_state_seq_get_data(ctx, buf.data(), buf.size(), from);
-  if (n == 0 || llama_state_seq_set_data(ctx, buf.data(), n, to) == 0) {
-    compat::SeqRemove(ctx, to, -1, -1);
+}  // namespace
+
+Failure CopyKv(llama_context* fromCtx, llama_seq_id from, llama_context* toCtx, llama_seq_id to) {
+  std::vector<uint8_t> buf(llama_state_seq_get_size(fromCtx, from));
+  const size_t n = llama_state_seq_get_data(fromCtx, buf.data(), buf.size(), from);
+  if (n == 0 || llama_state_seq_set_data(toCtx, buf.data(), n, to) == 0) {
+    compat::SeqRemove(toCtx, to, -1, -1);
     return {"ERR_STATE", "Copying the sequence's KV cache failed"};
   }
   return {};
 }
 
-}  // namespace
-
 Failure CopySequence(llama_context* ctx, SeqState& src, SeqState& dst, size_t nVocab) {
   compat::SeqRemove(ctx, dst.id, -1, -1);
   if (src.nKv > 0) {
-    Failure f = CopyKv(ctx, src.id, dst.id);
+    Failure f = CopyKv(ctx, src.id, ctx, dst.id);
     if (!f.ok()) return f;
   }
   dst.tokens = src.tokens;
@@ -71,19 +64,6 @@ Failure CopySequence(llama_context* ctx, SeqState& src, SeqState& dst, size_t nV
 }
 
 Failure SerializeSequence(llama_context* ctx, const SeqState& seq, size_t nVocab, std::vector<uint8_t>& out) {
-  out.clear();
-  out.insert(out.end(), kMagic, kMagic + sizeof(kMagic));
-  Put(out, kVersion);
-  Put(out, static_cast<uint32_t>(nVocab));
-  Put(out, static_cast<uint32_t>(seq.tokens.size()));
-  Put(out, static_cast<uint32_t>(seq.nKv));
-  Put(out, static_cast<uint32_t>(seq.logitsValid ? 1 : 0));
-  const auto* tp = reinterpret_cast<const uint8_t*>(seq.tokens.data());
-  out.insert(out.end(), tp, tp + seq.tokens.size() * sizeof(llama_token));
-  if (seq.logitsValid) {
-    const auto* lp = reinterpret_cast<const uint8_t*>(seq.logits);
-    out.insert(out.end(), lp, lp + nVocab * sizeof(float));
-  }
   std::vector<uint8_t> kv;
   if (seq.nKv > 0) {
     kv.resize(llama_state_seq_get_size(ctx, seq.id));
@@ -91,8 +71,23 @@ Failure SerializeSequence(llama_context* ctx, const SeqState& seq, size_t nVocab
     if (n == 0) return {"ERR_STATE", "llama.cpp could not copy the sequence's state"};
     kv.resize(n);
   }
-  Put(out, static_cast<uint64_t>(kv.size()));
-  out.insert(out.end(), kv.begin(), kv.end());
+  const uint32_t header[5] = {kVersion, static_cast<uint32_t>(nVocab), static_cast<uint32_t>(seq.tokens.size()),
+                              static_cast<uint32_t>(seq.nKv), seq.logitsValid ? 1u : 0u};
+  const uint64_t kvSize = kv.size();
+  const size_t tokenBytes = seq.tokens.size() * sizeof(llama_token);
+  const size_t logitBytes = seq.logitsValid ? nVocab * sizeof(float) : 0;
+  out.resize(sizeof(kMagic) + sizeof(header) + tokenBytes + logitBytes + sizeof(kvSize) + kv.size());
+  uint8_t* p = out.data();
+  auto put = [&p](const void* src, size_t n) {
+    if (n > 0) std::memcpy(p, src, n);
+    p += n;
+  };
+  put(kMagic, sizeof(kMagic));
+  put(header, sizeof(header));
+  put(seq.tokens.data(), tokenBytes);
+  put(seq.logits, logitBytes);
+  put(&kvSize, sizeof(kvSize));
+  put(kv.data(), kv.size());
   return {};
 }
 

@@ -20,6 +20,9 @@ struct ParsedState {
 };
 
 Failure CopySequence(llama_context* ctx, SeqState& src, SeqState& dst, size_t nVocab);
+// Moves the KV cells of sequence `from` of one context into sequence `to` of another (or the
+// same) context, through host memory. Both contexts must use the same model and KV types.
+Failure CopyKv(llama_context* fromCtx, llama_seq_id from, llama_context* toCtx, llama_seq_id to);
 Failure SerializeSequence(llama_context* ctx, const SeqState& seq, size_t nVocab, std::vector<uint8_t>& out);
 Failure ParseState(const uint8_t* data, size_t size, int32_t nVocab, uint32_t capacity, ParsedState& out);
 Failure RestoreSequence(llama_context* ctx, const ParsedState& state, SeqState& seq, size_t nVocab);

@@ -20,6 +20,8 @@ class TextStream {
   // Releases everything still held (at the end of generation). Incomplete UTF-8 is released as is.
   std::string Flush();
   bool Stopped() const { return stopped_; }
+  // The bytes of an incomplete UTF-8 character held back so far.
+  const std::string& PendingBytes() const { return pendingBytes_; }
 
   // Length of the complete-UTF-8 prefix of `bytes` (an incomplete trailing sequence is excluded).
   static size_t CompleteUtf8Prefix(const std::string& bytes);

@@ -3,8 +3,10 @@
 
 #include <mutex>
 
+#include "ChatTemplate.h"
 #include "Context.h"
 #include "Model.h"
+#include "Quantize.h"
 #include "Session.h"
 #include "common.h"
 #include "log.h"
@@ -61,6 +63,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setErrorFactory", Napi::Function::New<SetErrorFactory>(env, "setErrorFactory"));
   exports.Set("setLogLevel", Napi::Function::New<SetLogLevelJs>(env, "setLogLevel"));
   exports.Set("systemInfo", Napi::Function::New<SystemInfo>(env, "systemInfo"));
+  exports.Set("quantize", Napi::Function::New<Quantize>(env, "quantize"));
+  exports.Set("ChatTemplate", ChatTemplateWrap::Init(env));
+  exports.Set("builtinChatTemplates", Napi::Function::New<BuiltinChatTemplates>(env, "builtinChatTemplates"));
   return exports;
 }
 

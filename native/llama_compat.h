@@ -53,10 +53,11 @@ class Batch {
   llama_batch batch_;
 };
 
-inline llama_model_params ModelParams(bool useMmap, bool mmapSet) {
+inline llama_model_params ModelParams(bool useMmap, bool mmapSet, bool vocabOnly) {
   llama_model_params p = llama_model_default_params();
   if (mmapSet) p.load_mode = useMmap ? LLAMA_LOAD_MODE_MMAP : LLAMA_LOAD_MODE_NONE;
   p.n_gpu_layers = 0;
+  p.vocab_only = vocabOnly;
   return p;
 }
 
@@ -124,5 +125,37 @@ inline bool Detokenize(const llama_vocab* vocab, const std::vector<llama_token>&
 
 // Positions a model can use: learned absolute positions (no RoPE) stop at the training context.
 inline bool HasLearnedPositions(const llama_model* m) { return llama_model_rope_type(m) == LLAMA_ROPE_TYPE_NONE; }
+
+// The model's default chat template (tokenizer.chat_template), "" when it has none.
+inline std::string ModelChatTemplate(const llama_model* m) {
+  const char* tmpl = llama_model_chat_template(m, nullptr);
+  return tmpl == nullptr ? std::string() : std::string(tmpl);
+}
+
+// The names of llama.cpp's built-in chat templates ("chatml", "llama2", ...).
+inline std::vector<std::string> ChatBuiltinTemplates() {
+  const int32_t count = llama_chat_builtin_templates(nullptr, 0);
+  std::vector<const char*> names(count > 0 ? static_cast<size_t>(count) : 0);
+  const int32_t n = llama_chat_builtin_templates(names.data(), names.size());
+  std::vector<std::string> out;
+  for (int32_t i = 0; i < n && static_cast<size_t>(i) < names.size(); i++) out.emplace_back(names[i]);
+  return out;
+}
+
+// Renders a chat with a built-in template (llama_chat_apply_template: no Jinja), named or
+// recognised from the template text `tmpl`. False when llama.cpp does not recognise it.
+inline bool ChatApplyBuiltin(const std::string& tmpl, const std::vector<std::string>& roles,
+                             const std::vector<std::string>& contents, bool addAssistant, std::string& out) {
+  std::vector<llama_chat_message> chat(roles.size());
+  for (size_t i = 0; i < roles.size(); i++) chat[i] = {roles[i].c_str(), contents[i].c_str()};
+  const int32_t n = llama_chat_apply_template(tmpl.c_str(), chat.data(), chat.size(), addAssistant, nullptr, 0);
+  if (n < 0) return false;
+  std::vector<char> buf(static_cast<size_t>(n) + 1, '\0');
+  const int32_t m = llama_chat_apply_template(tmpl.c_str(), chat.data(), chat.size(), addAssistant, buf.data(),
+                                              static_cast<int32_t>(buf.size()));
+  if (m != n) return false;
+  out.assign(buf.data(), static_cast<size_t>(n));
+  return true;
+}
 
 }  // namespace llama_napi::compat

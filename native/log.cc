@@ -6,12 +6,14 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <utility>
 
 namespace llama_napi {
 namespace {
 
 std::atomic<int> g_level{GGML_LOG_LEVEL_ERROR};
 thread_local LogCapture* t_capture = nullptr;
+thread_local LogObserver* t_observer = nullptr;
 thread_local int t_lastLevel = GGML_LOG_LEVEL_INFO;
 
 void OnLog(ggml_log_level level, const char* text, void* /*user*/) {
@@ -21,6 +23,7 @@ void OnLog(ggml_log_level level, const char* text, void* /*user*/) {
   if (effective >= g_level.load(std::memory_order_relaxed) && effective <= GGML_LOG_LEVEL_ERROR) {
     std::fputs(text, stderr);
   }
+  if (t_observer != nullptr) t_observer->Notify(effective, text);  // may throw: see log.h
 }
 
 int LevelFromEnv() {
@@ -45,6 +48,9 @@ int GetLogLevel() { return g_level.load(); }
 
 LogCapture::LogCapture() : previous_(t_capture) { t_capture = this; }
 LogCapture::~LogCapture() { t_capture = previous_; }
+
+LogObserver::LogObserver(Callback callback) : callback_(std::move(callback)), previous_(t_observer) { t_observer = this; }
+LogObserver::~LogObserver() { t_observer = previous_; }
 
 void LogCapture::Append(const char* text) {
   if (text_.size() < 64 * 1024) text_ += text;

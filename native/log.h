@@ -6,6 +6,7 @@
 // context creation reports llama.cpp's own explanation in the error message.
 #pragma once
 
+#include <functional>
 #include <string>
 
 namespace llama_napi {
@@ -29,6 +30,26 @@ class LogCapture {
  private:
   std::string text_;
   LogCapture* previous_;
+};
+
+// Sees every line (every level, continuations included) that llama.cpp or ggml logs on the
+// current thread while it is alive, after it has been printed and captured. Observers nest:
+// the innermost one sees the lines. The callback may throw a std::exception only when the
+// llama.cpp call that logs catches it (llama_model_quantize does: Quantize.cc uses this to
+// stop a quantisation between two tensors); the exception then unwinds llama.cpp's logging.
+class LogObserver {
+ public:
+  using Callback = std::function<void(int level, const char* text)>;
+  explicit LogObserver(Callback callback);
+  ~LogObserver();
+  LogObserver(const LogObserver&) = delete;
+  LogObserver& operator=(const LogObserver&) = delete;
+
+  void Notify(int level, const char* text) { callback_(level, text); }
+
+ private:
+  Callback callback_;
+  LogObserver* previous_;
 };
 
 }  // namespace llama_napi

@@ -1,8 +1,12 @@
 import os from "node:os";
+import path from "node:path";
 
 import { DisposedError, LlamaError, invalidArgument } from "./errors.js";
 import type { Model } from "./model.js";
-import { binding, type NativeContext, type NativeContextInfo } from "./native.js";
+import { binding, type NativeContext, type NativeContextInfo, type NativeContextStats } from "./native.js";
+
+/** Counters of the context's decode loop. */
+export type ContextStats = NativeContextStats;
 import { Session } from "./session.js";
 
 export type KvCacheType = "f16" | "f32" | "bf16" | "q8_0" | "q4_0" | "q4_1" | "q5_0" | "q5_1" | "iq4_nl";
@@ -105,6 +109,32 @@ export class Context {
   get freeSequences(): number {
     this.#check();
     return this.#native.info().freeSequences;
+  }
+
+  /**
+   * Decode counters: llama_decode calls, tokens decoded, the most sessions decoded together in
+   * one batch, context shifts.
+   */
+  stats(): ContextStats {
+    this.#check();
+    return this.#native.stats();
+  }
+
+  /**
+   * Applies LoRA adapters (GGUF files made for this model) with their scales; `[]` removes them.
+   * Adapters are loaded once per model. Tokens already in sessions' caches were computed without
+   * the new adapters: prompt again to re-evaluate them.
+   */
+  async setLora(adapters: ReadonlyArray<{ path: string; scale?: number }>): Promise<void> {
+    this.#check();
+    if (!Array.isArray(adapters)) invalidArgument("adapters", "an array of { path, scale }", adapters);
+    for (const a of adapters) {
+      if (a === null || typeof a !== "object" || typeof a.path !== "string" || a.path === "") {
+        invalidArgument("adapters", "an array of { path: string, scale?: number }", a);
+      }
+      if (a.scale !== undefined && !Number.isFinite(a.scale)) invalidArgument("adapter scale", "a finite number", a.scale);
+    }
+    await this.#native.setLora(adapters.map((a) => ({ path: path.resolve(a.path), scale: a.scale ?? 1 })));
   }
 
   /** Creates a session: one sequence of this context's KV cache, with its own history. */

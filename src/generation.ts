@@ -1,5 +1,5 @@
 import { AbortError, LlamaError } from "./errors.js";
-import type { NativeGenerateOptions, NativeGenerationDone, NativeSession } from "./native.js";
+import type { NativeGenerateOptions, NativeGenerationDone, NativeLogprobs, NativeSession } from "./native.js";
 
 /** One generated token and the text it releases. */
 export interface GeneratedToken {
@@ -9,6 +9,10 @@ export interface GeneratedToken {
    * character or the start of a possible stop string; that text comes with a later token.
    */
   text: string;
+  /** With `logprobs`: the natural log of the token's probability under the model. */
+  logprob?: number;
+  /** With `logprobs: n`: the n most likely tokens at this step, most likely first. */
+  top?: Array<{ token: number; logprob: number }>;
 }
 
 /** Why a generation ended. */
@@ -70,7 +74,7 @@ export class Generation implements AsyncIterable<GeneratedToken> {
     }
     this.#native = native;
     try {
-      native.generate(this.options, (tokens, texts, done) => this.#onChunk(tokens, texts, done));
+      native.generate(this.options, (tokens, texts, done, logprobs) => this.#onChunk(tokens, texts, done, logprobs));
     } catch (err) {
       this.#fail(err instanceof LlamaError ? err : new LlamaError("ERR_INTERNAL", String(err)));
       this.#settled();
@@ -142,8 +146,16 @@ export class Generation implements AsyncIterable<GeneratedToken> {
     }
   }
 
-  #onChunk(tokens: Int32Array, texts: string[], done: NativeGenerationDone | undefined): void {
-    for (let i = 0; i < tokens.length; i++) this.#items.push({ token: tokens[i], text: texts[i] });
+  #onChunk(tokens: Int32Array, texts: string[], done: NativeGenerationDone | undefined, logprobs: NativeLogprobs | undefined): void {
+    for (let i = 0; i < tokens.length; i++) {
+      const item: GeneratedToken = { token: tokens[i], text: texts[i] };
+      if (logprobs) {
+        item.logprob = logprobs[0][i];
+        const [ids, lps] = logprobs[1][i];
+        if (ids.length > 0) item.top = Array.from(ids, (token, k) => ({ token, logprob: lps[k] }));
+      }
+      this.#items.push(item);
+    }
     if (!this.#paused && !done && this.#items.length - this.#head >= HIGH_WATER_MARK) {
       this.#paused = true;
       this.#native?.setPaused(true);

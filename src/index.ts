@@ -12,15 +12,31 @@
  * ```
  */
 export { loadModel, Model, LARGE_METADATA_KEYS } from "./model.js";
-export type { LoadModelOptions, ModelInfo, MetadataValue, SpecialTokens, TokenizeOptions, DetokenizeOptions } from "./model.js";
+export type {
+  LoadModelOptions,
+  ModelInfo,
+  MetadataValue,
+  SpecialTokens,
+  TokenizeOptions,
+  DetokenizeOptions,
+  TokenAttributes,
+} from "./model.js";
 export { Context, defaultThreads } from "./context.js";
-export type { ContextOptions, KvCacheType } from "./context.js";
+export type { ContextOptions, ContextStats, KvCacheType } from "./context.js";
 export { Session } from "./session.js";
 export type { PromptOptions, PromptResult, GenerateOptions } from "./session.js";
 export { Generation } from "./generation.js";
+export { EmbeddingContext } from "./embedding.js";
+export type { EmbeddingContextOptions, EmbedOptions, Pooling } from "./embedding.js";
+export { AttentionMap } from "./trace.js";
+export type { TraceOptions, TraceResult, TokenProbability } from "./trace.js";
 export type { GeneratedToken, FinishReason, GenerationResult } from "./generation.js";
 export type { SamplingOptions, SamplerName } from "./sampling.js";
 export { LlamaError, GgufError, AbortError, DisposedError, ContextFullError } from "./errors.js";
 export type { LlamaErrorCode } from "./errors.js";
 export { systemInfo, setLogLevel } from "./system.js";
 export type { SystemInfo, LogLevel } from "./system.js";
+export { quantize, QUANT_TYPES, IMATRIX_QUANT_TYPES } from "./quantize.js";
+export type { QuantType, QuantizeOptions, QuantizeResult } from "./quantize.js";
+export { readGguf, readTensorBytes, readTensorFloats, metadataValues, writeGguf, ggufValue, GgmlType, ggmlTypeInfo, tensorByteSize } from "./gguf/index.js";
+export type { GgufFile, GgufMetadata, GgufValue, GgufTensorInfo, GgufTensorInput, WriteGgufInput, ReadGgufOptions } from "./gguf/index.js";

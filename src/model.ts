@@ -2,9 +2,17 @@ import fs from "node:fs";
 import path from "node:path";
 
 import { Context, type ContextOptions } from "./context.js";
+import { EmbeddingContext, type EmbeddingContextOptions } from "./embedding.js";
 import { AbortError, DisposedError, LlamaError, invalidArgument } from "./errors.js";
 import { metadataValues, readGguf } from "./gguf/index.js";
-import { binding, type NativeModel, type NativeModelInfo, type NativeSpecialTokens } from "./native.js";
+import { assertLlamaCanLoad } from "./llama-checks.js";
+import {
+  binding,
+  type NativeModel,
+  type NativeModelInfo,
+  type NativeSpecialTokens,
+  type NativeTokenAttributes,
+} from "./native.js";
 
 export interface LoadModelOptions {
   /** Called with the load progress, from 0 to 1. */
@@ -13,6 +21,8 @@ export interface LoadModelOptions {
   signal?: AbortSignal;
   /** Memory-map the weights (default: llama.cpp's choice, which maps when it can). */
   useMmap?: boolean;
+  /** Load only the vocabulary (for tokenizing): fast, but the model cannot create contexts. */
+  vocabOnly?: boolean;
 }
 
 /** A GGUF metadata value as JavaScript sees it (uint64 values beyond 2^53 are bigints). */
@@ -25,6 +35,13 @@ export interface ModelInfo extends Omit<NativeModelInfo, "chatTemplate"> {
 }
 
 export type SpecialTokens = NativeSpecialTokens;
+
+/**
+ * What llama.cpp knows about a token: its kind (`normal`, `control`, `userDefined`, `unknown`,
+ * `unused`, `byte`; from the GGUF token types, adjusted per model) and how special-token text is
+ * matched (`lstrip`, `rstrip`, `singleWord`, `normalized`).
+ */
+export type TokenAttributes = NativeTokenAttributes;
 
 export interface TokenizeOptions {
   /** Add the BOS/EOS tokens the model asks for (default true). */
@@ -58,23 +75,27 @@ export const LARGE_METADATA_KEYS: ReadonlySet<string> = new Set([
  */
 export async function loadModel(modelPath: string, options: LoadModelOptions = {}): Promise<Model> {
   if (typeof modelPath !== "string" || modelPath === "") invalidArgument("modelPath", "a non-empty string", modelPath);
-  const { onProgress, signal, useMmap } = options;
+  const { onProgress, signal, useMmap, vocabOnly } = options;
   if (onProgress !== undefined && typeof onProgress !== "function") invalidArgument("onProgress", "a function", onProgress);
   if (useMmap !== undefined && typeof useMmap !== "boolean") invalidArgument("useMmap", "a boolean", useMmap);
+  if (vocabOnly !== undefined && typeof vocabOnly !== "boolean") invalidArgument("vocabOnly", "a boolean", vocabOnly);
   if (signal?.aborted) throw new AbortError("Loading was aborted before it started", { cause: signal.reason });
   const resolved = path.resolve(modelPath);
   const native = new (binding().Model)();
   const onAbort = () => native.abortLoad();
   signal?.addEventListener("abort", onAbort, { once: true });
   try {
-    // The header is read while llama.cpp loads; a native error (more precise) wins over the reader's.
-    const header = readGguf(resolved).then(
+    // The header is read first: llama.cpp aborts the process on a few malformed values, which
+    // are refused before it sees the file (llama-checks.ts). When the reader fails, llama.cpp
+    // still loads the file: its error (more precise) wins over the reader's.
+    const header = await readGguf(resolved).then(
       (file) => ({ file }),
       (error: unknown) => ({ error }),
     );
-    await native.load(resolved, useMmap === undefined ? {} : { useMmap }, onProgress);
+    if ("file" in header) assertLlamaCanLoad(header.file, resolved);
+    await native.load(resolved, { ...(useMmap === undefined ? {} : { useMmap }), vocabOnly: vocabOnly ?? false }, onProgress);
     if (signal?.aborted) throw new AbortError(`Loading ${resolved} was aborted`, { cause: signal.reason });
-    const read = await header;
+    const read = header;
     if ("error" in read) throw read.error;
     const gguf = read.file;
     const stat = await fs.promises.stat(resolved);
@@ -103,7 +124,8 @@ export class Model {
   readonly chatTemplate: string | null;
 
   readonly #native: NativeModel;
-  readonly #contexts = new Set<Context>();
+  readonly #contexts = new Set<Context | EmbeddingContext>();
+  #tensors: ReadonlyArray<{ name: string; type: string; shape: number[] }> | undefined;
   #disposed = false;
 
   /** @internal Use loadModel(). */
@@ -163,10 +185,61 @@ export class Model {
     return this.#native.isControl(token);
   }
 
+  /** The token's attribute flags (kind: normal, control, byte, unknown, ...). */
+  tokenAttributes(token: number): TokenAttributes {
+    this.#check();
+    return this.#native.tokenAttributes(token);
+  }
+
+  /** The token as the vocabulary stores it, before decoding (GPT-2 stores " world" as "Ġworld"). */
+  tokenText(token: number): string {
+    this.#check();
+    return this.#native.tokenText(token);
+  }
+
+  /** The learned embedding vector of a token (a row of token_embd.weight), as float32. */
+  tokenEmbedding(token: number): Float32Array {
+    this.#check();
+    if (!Number.isInteger(token) || token < 0 || token >= this.info.vocabSize) {
+      throw new LlamaError("ERR_TOKEN_INVALID", `Token ${String(token)} is out of range: this model's token ids are 0..${this.info.vocabSize - 1}`);
+    }
+    return this.#native.embeddingRows("token_embd.weight", token, 1);
+  }
+
+  /**
+   * The learned position embedding of a position (a row of position_embd.weight), for models
+   * that have one, like GPT-2. Models that encode positions otherwise (RoPE) throw ERR_UNSUPPORTED.
+   */
+  positionEmbedding(position: number): Float32Array {
+    this.#check();
+    if (!Number.isInteger(position) || position < 0) invalidArgument("position", "a non-negative integer", position);
+    return this.#native.embeddingRows("position_embd.weight", position, 1);
+  }
+
+  /** The model's tensors: name, ggml type and shape (ggml order: the row length first). */
+  get tensors(): ReadonlyArray<{ name: string; type: string; shape: number[] }> {
+    this.#check();
+    this.#tensors ??= Object.freeze(this.#native.tensors());
+    return this.#tensors;
+  }
+
   /** Creates a context (KV cache and decode thread) to evaluate and generate with this model. */
   async createContext(options: ContextOptions = {}): Promise<Context> {
     this.#check();
     const context = await Context.create(this, options);
+    if (this.#disposed) {
+      context.dispose();
+      throw DisposedError.of("Model");
+    }
+    this.#contexts.add(context);
+    context.onDispose(() => this.#contexts.delete(context));
+    return context;
+  }
+
+  /** Creates a context that computes embeddings (and reranking scores) with this model. */
+  async createEmbeddingContext(options: EmbeddingContextOptions = {}): Promise<EmbeddingContext> {
+    this.#check();
+    const context = await EmbeddingContext.create(this, options);
     if (this.#disposed) {
       context.dispose();
       throw DisposedError.of("Model");

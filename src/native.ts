@@ -54,8 +54,22 @@ export interface NativeSpecialTokens {
   addSep: boolean;
 }
 
+/** llama.cpp's attribute flags of a token (llama_token_attr). */
+export interface NativeTokenAttributes {
+  unknown: boolean;
+  unused: boolean;
+  normal: boolean;
+  control: boolean;
+  userDefined: boolean;
+  byte: boolean;
+  normalized: boolean;
+  lstrip: boolean;
+  rstrip: boolean;
+  singleWord: boolean;
+}
+
 export interface NativeModel {
-  load(path: string, options: { useMmap?: boolean }, onProgress?: (progress: number) => void): Promise<void>;
+  load(path: string, options: { useMmap?: boolean; vocabOnly?: boolean }, onProgress?: (progress: number) => void): Promise<void>;
   abortLoad(): void;
   info(): NativeModelInfo;
   tokenize(text: string, addSpecial: boolean, parseSpecial: boolean): Int32Array;
@@ -64,7 +78,11 @@ export interface NativeModel {
   specialTokens(): NativeSpecialTokens;
   isEog(token: number): boolean;
   isControl(token: number): boolean;
+  tokenAttributes(token: number): NativeTokenAttributes;
+  tokenText(token: number): string;
   metaString(key: string): string | null;
+  embeddingRows(tensor: "token_embd.weight" | "position_embd.weight", row: number, count: number): Float32Array;
+  tensors(): Array<{ name: string; type: string; shape: number[] }>;
   dispose(): void;
 }
 
@@ -77,6 +95,8 @@ export interface NativeContextOptions {
   kvCacheType?: string;
   flashAttention?: "auto" | "on" | "off";
   unifiedKvCache?: boolean;
+  embeddings?: boolean;
+  pooling?: string;
 }
 
 export interface NativeContextInfo {
@@ -90,9 +110,19 @@ export interface NativeContextInfo {
   canShift: boolean;
 }
 
+export interface NativeContextStats {
+  decodeCalls: number;
+  tokensDecoded: number;
+  maxSequencesPerBatch: number;
+  contextShifts: number;
+}
+
 export interface NativeContext {
   init(model: NativeModel, options: NativeContextOptions): Promise<void>;
   info(): NativeContextInfo;
+  stats(): NativeContextStats;
+  embed(texts: Int32Array[], normalize: boolean): Promise<{ pooling: string; dim: number; vectors: Float32Array[] }>;
+  setLora(adapters: Array<{ path: string; scale: number }>): Promise<void>;
   dispose(): void;
 }
 
@@ -117,6 +147,7 @@ export interface NativeSampling {
   logitBias?: Array<[number, number]>;
   grammar?: string;
   grammarRoot?: string;
+  jsonSchema?: string;
   order?: string[];
   seed?: number;
 }
@@ -125,6 +156,9 @@ export interface NativeGenerateOptions {
   maxTokens?: number;
   stop?: string[];
   sampling?: NativeSampling;
+  logprobs?: number;
+  contextShift?: { keep?: number };
+  logitsProcessor?: (logits: Float32Array, tokens: Int32Array) => void;
 }
 
 export interface NativeGenerationDone {
@@ -132,7 +166,15 @@ export interface NativeGenerationDone {
   error?: LlamaError;
 }
 
-export type NativeChunkCallback = (tokens: Int32Array, texts: string[], done: NativeGenerationDone | undefined) => void;
+/** Log-probabilities of a chunk: the chosen tokens', and per token the top alternatives. */
+export type NativeLogprobs = [chosen: Float32Array, top: Array<[tokens: Int32Array, logprobs: Float32Array]>];
+
+export type NativeChunkCallback = (
+  tokens: Int32Array,
+  texts: string[],
+  done: NativeGenerationDone | undefined,
+  logprobs: NativeLogprobs | undefined,
+) => void;
 
 export interface NativeSessionInfo {
   sequence: number;
@@ -142,6 +184,19 @@ export interface NativeSessionInfo {
   cached?: number;
   decoded?: number;
   hasLogits?: boolean;
+}
+
+export interface NativeTraceResult {
+  tokens: Int32Array;
+  firstNew: number;
+  heads: number;
+  headsKv: number;
+  embeddingSize: number;
+  layers: number[];
+  attention?: Float32Array[];
+  hidden?: Float32Array[];
+  lens?: Array<[tokens: Int32Array, probabilities: Float32Array]>;
+  logits: Float32Array;
 }
 
 export interface NativeSession {
@@ -155,6 +210,10 @@ export interface NativeSession {
   fork(target: NativeSession): Promise<void>;
   saveState(): Promise<Buffer>;
   loadState(data: Uint8Array): Promise<void>;
+  trace(
+    tokens: Int32Array,
+    options: { attention?: boolean; hiddenStates?: boolean; logitLens?: number; layers?: number[] },
+  ): Promise<NativeTraceResult>;
   info(): NativeSessionInfo;
   dispose(): void;
 }
@@ -168,6 +227,30 @@ export interface NativeSystemInfo {
   devices: Array<{ name: string; description: string; backend: string }>;
 }
 
+export interface NativeQuantizeOptions {
+  /** A quantisation type name, e.g. "Q4_K_M" (see src/quantize.ts). */
+  type: string;
+  /** Threads; 0 or missing: every core. */
+  threads?: number;
+  allowRequantize?: boolean;
+}
+
+/** A running quantisation: abort() stops it before the next tensor. */
+export interface NativeQuantizeJob {
+  promise: Promise<{ tensors: number }>;
+  abort(): void;
+}
+
+/** A chat template (native/ChatTemplate.cc): parsed on its first Jinja render, then reused. */
+export interface NativeChatTemplate {
+  apply(
+    messages: ReadonlyArray<{ role: string; content: string }>,
+    options: { addGenerationPrompt?: boolean; useJinja?: boolean; kwargs?: Record<string, string> },
+  ): Promise<{ prompt: string; additionalStops: string[]; generationPrompt: string }>;
+  /** The template text in use ("" when the model has none and none was given). */
+  source(): string;
+}
+
 export interface NativeBinding {
   Model: new () => NativeModel;
   Context: new () => NativeContext;
@@ -175,6 +258,9 @@ export interface NativeBinding {
   setErrorFactory(factory: (code: string, message: string) => Error): void;
   setLogLevel(level: number): void;
   systemInfo(): NativeSystemInfo;
+  quantize(input: string, output: string, options: NativeQuantizeOptions, onProgress?: (progress: number) => void): NativeQuantizeJob;
+  ChatTemplate: new (model: NativeModel | null, options: { template?: string; bosToken?: string; eosToken?: string }) => NativeChatTemplate;
+  builtinChatTemplates(): string[];
 }
 
 function loadBinding(): NativeBinding {

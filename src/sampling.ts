@@ -55,6 +55,11 @@ export interface SamplingOptions {
   grammar?: string;
   /** Start symbol of the grammar (default "root"). */
   grammarRoot?: string;
+  /**
+   * A JSON Schema the output must satisfy, turned into a grammar by llama.cpp's own converter
+   * (common/json-schema-to-grammar). An object or its JSON text.
+   */
+  jsonSchema?: object | string;
   /** Order of the filtering samplers (default llama.cpp's). */
   samplerOrder?: readonly SamplerName[];
   /** Random seed (an unsigned 32-bit integer); the same seed reproduces the same output. */
@@ -94,6 +99,9 @@ export function toNativeSampling(options: SamplingOptions): NativeSampling {
     out.order = [...options.samplerOrder];
   }
   if (options.logitBias !== undefined) out.logitBias = logitBiasPairs(options.logitBias);
+  if (options.jsonSchema !== undefined) {
+    out.jsonSchema = typeof options.jsonSchema === "string" ? options.jsonSchema : JSON.stringify(options.jsonSchema);
+  }
   return out as NativeSampling;
 }
 

@@ -7,6 +7,7 @@ import { Generation } from "./generation.js";
 import { toTokenArray } from "./model.js";
 import type { NativeSession } from "./native.js";
 import { toNativeSampling, type SamplingOptions } from "./sampling.js";
+import { buildTraceResult, type TraceOptions, type TraceResult } from "./trace.js";
 
 export interface PromptOptions {
   /**
@@ -37,6 +38,23 @@ export interface GenerateOptions extends SamplingOptions {
   /** Stop when the text contains one of these strings; the stop string itself is not emitted. */
   stop?: string | readonly string[];
   signal?: AbortSignal;
+  /**
+   * Report log-probabilities (from the raw logits, before sampling) of each generated token:
+   * `true` for the chosen token only, a number for that many top alternatives too (up to 100).
+   */
+  logprobs?: boolean | number;
+  /**
+   * When the session is full, drop the older half of the tokens after the first `keep` and go on
+   * (RoPE models only; `true` keeps the BOS token). Without it, a full session ends the generation
+   * with ERR_CONTEXT_FULL.
+   */
+  contextShift?: boolean | { keep?: number };
+  /**
+   * The slow path: called before every sampling step with the next-token logits (a Float32Array
+   * over native memory, no copy) and the history. Change the logits in place to steer sampling.
+   * The decode thread waits for it, so every session of the context pauses meanwhile.
+   */
+  logitsProcessor?: (logits: Float32Array, tokens: Int32Array) => void;
 }
 
 /**
@@ -119,7 +137,7 @@ export class Session {
   generate(options: GenerateOptions = {}): Generation {
     this.#check();
     if (options === null || typeof options !== "object") invalidArgument("options", "an object", options);
-    const { maxTokens, stop, signal, ...sampling } = options;
+    const { maxTokens, stop, signal, logprobs, contextShift, logitsProcessor, ...sampling } = options;
     if (maxTokens !== undefined && (!Number.isInteger(maxTokens) || maxTokens < 1)) {
       invalidArgument("maxTokens", "a positive integer", maxTokens);
     }
@@ -127,7 +145,20 @@ export class Session {
     for (const s of stops) {
       if (typeof s !== "string" || s === "") invalidArgument("stop", "non-empty strings", s);
     }
-    const generation = new Generation({ maxTokens, stop: stops, sampling: toNativeSampling(sampling) }, signal);
+    if (logitsProcessor !== undefined && typeof logitsProcessor !== "function") {
+      invalidArgument("logitsProcessor", "a function", logitsProcessor);
+    }
+    const generation = new Generation(
+      {
+        maxTokens,
+        stop: stops,
+        sampling: toNativeSampling(sampling),
+        logprobs: logprobs === true ? 0 : logprobs === false ? undefined : logprobs,
+        contextShift: this.#contextShift(contextShift),
+        logitsProcessor,
+      },
+      signal,
+    );
     this.#enqueue(() => {
       this.#current = generation;
       return generation.start(this.#native).finally(() => {
@@ -135,6 +166,40 @@ export class Session {
       });
     }).catch((err: unknown) => generation.cancel(err instanceof LlamaError ? err : new LlamaError("ERR_INTERNAL", String(err))));
     return generation;
+  }
+
+  /**
+   * Evaluates `input` after the history, like `prompt(input, { append: true })`, and captures
+   * what happens inside the model: attention probabilities per layer and head, the residual
+   * stream after each layer, the logit lens, and the next-token distribution. Capture runs in a
+   * separate context with flash attention off; the session's cache is carried over both ways, so
+   * the attention of new tokens covers the whole cached history. Without trace() nothing of this
+   * costs anything.
+   */
+  trace(input: string | ArrayLike<number>, options: TraceOptions = {}): Promise<TraceResult> {
+    this.#check();
+    const topK = options.topK ?? 10;
+    if (!Number.isInteger(topK) || topK < 1) invalidArgument("topK", "a positive integer", topK);
+    const lensK = options.logitLens === true ? 5 : options.logitLens === false || options.logitLens === undefined ? 0 : options.logitLens;
+    if (!Number.isInteger(lensK) || lensK < 0 || lensK > 100) invalidArgument("logitLens", "a boolean or an integer from 0 to 100", options.logitLens);
+    const { signal } = options;
+    if (signal?.aborted) return Promise.reject(new AbortError("The trace was aborted", { cause: signal.reason }));
+    return this.#enqueue(async () => {
+      const tokens =
+        typeof input === "string"
+          ? this.context.model.tokenize(input, {
+              addSpecial: (options.addSpecial ?? true) && this.#native.history().length === 0,
+            })
+          : toTokenArray(input);
+      const raw = await this.#native.trace(tokens, {
+        attention: options.attention ?? true,
+        hiddenStates: options.hiddenStates ?? true,
+        logitLens: lensK,
+        layers: options.layers === undefined ? undefined : [...options.layers],
+      });
+      if (signal?.aborted) throw new AbortError("The trace was aborted", { cause: signal.reason });
+      return buildTraceResult(raw, this.context.model, topK, lensK);
+    });
   }
 
   /** Drops the last `count` tokens of the history. */
@@ -229,6 +294,13 @@ export class Session {
 
   [Symbol.dispose](): void {
     this.dispose();
+  }
+
+  #contextShift(option: GenerateOptions["contextShift"]): { keep?: number } | undefined {
+    if (option === undefined || option === false) return undefined;
+    if (option === true) return { keep: this.context.model.specialTokens.addBos ? 1 : 0 };
+    if (typeof option !== "object" || option === null) invalidArgument("contextShift", "a boolean or { keep }", option);
+    return { keep: option.keep };
   }
 
   #tokenize(text: string, append: boolean, options: PromptOptions): Int32Array {

@@ -3,6 +3,8 @@
 import { reportError, UsageError } from "./args.js";
 import { generateUsage, runGenerate } from "./generate.js";
 import { makeGpt2Usage, runMakeGpt2 } from "./make-gpt2.js";
+import { inspectUsage, runInspect } from "./inspect.js";
+import { quantizeUsage, runQuantize } from "./quantize.js";
 
 interface Command {
   usage: string;
@@ -12,6 +14,8 @@ interface Command {
 const COMMANDS: Record<string, Command> = {
   generate: { usage: generateUsage, run: runGenerate },
   "make-gpt2": { usage: makeGpt2Usage, run: runMakeGpt2 },
+  inspect: { usage: inspectUsage, run: runInspect },
+  quantize: { usage: quantizeUsage, run: runQuantize },
 };
 
 function help(): string {

@@ -1,0 +1,152 @@
+/**
+ * The llama-napi side of the benchmark, run in a fresh process per measurement:
+ *   node bench/lib/ours-worker.mjs '{"mode": "speed", ...}'
+ * Prints one JSON line. Uses the built library (dist/), as a user of the package would.
+ */
+import fs from "node:fs";
+import path from "node:path";
+import { monitorEventLoopDelay, performance } from "node:perf_hooks";
+import { fileURLToPath, pathToFileURL } from "node:url";
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
+const lib = await import(pathToFileURL(path.join(ROOT, "dist", "index.js")).href);
+const task = JSON.parse(process.argv[2]);
+const LAG_RESOLUTION_MS = 1;
+
+/** Loads the model (timed) after the addon itself is loaded, so only the model load is counted. */
+async function load(file, options = {}) {
+  lib.systemInfo();
+  const start = performance.now();
+  const model = await lib.loadModel(file, options);
+  return { model, loadMs: performance.now() - start };
+}
+
+/** Generates and times each token's arrival: first token, last token and their count. */
+async function timedGenerate(session, options) {
+  let first = NaN;
+  let last = NaN;
+  let count = 0;
+  for await (const _ of session.generate(options)) {
+    last = performance.now();
+    if (count === 0) first = last;
+    count++;
+  }
+  return { first, last, count };
+}
+
+/** Prompt, then generate greedily: load time, prompt speed, time to first token, generation speed, lag, peak RSS. */
+async function speed() {
+  const { model, loadMs } = await load(task.model, { useMmap: true });
+  let start = performance.now();
+  const context = await model.createContext(task.context);
+  const contextMs = performance.now() - start;
+
+  // Warm-up, as llama-bench does: one short run on its own session, then a fresh session.
+  const warm = context.createSession();
+  await warm.prompt(task.prompt);
+  await warm.generate({ maxTokens: 4, temperature: 0 }).collect();
+  warm.dispose();
+
+  const session = context.createSession();
+  start = performance.now();
+  const prompted = await session.prompt(task.prompt);
+  const promptMs = performance.now() - start;
+
+  const lag = monitorEventLoopDelay({ resolution: LAG_RESOLUTION_MS });
+  lag.enable();
+  // nGen + 1 tokens: the first comes from the prompt's logits, then nGen decodes (llama-bench's tg).
+  const gen = await timedGenerate(session, { maxTokens: task.nGen + 1, temperature: 0 });
+  lag.disable();
+  const lagMs = (p) => Math.max(0, lag.percentile(p) / 1e6 - LAG_RESOLUTION_MS);
+  return {
+    loadMs,
+    contextMs,
+    promptTokens: prompted.evaluated,
+    promptMs,
+    promptTokensPerS: prompted.evaluated / (promptMs / 1e3),
+    ttftMs: gen.first - start,
+    genTokens: gen.count,
+    genTokensPerS: (gen.count - 1) / ((gen.last - gen.first) / 1e3),
+    lagP50Ms: lagMs(50),
+    lagP99Ms: lagMs(99),
+    lagMaxMs: Math.max(0, lag.max / 1e6 - LAG_RESOLUTION_MS),
+    maxRssKb: process.resourceUsage().maxRSS,
+  };
+}
+
+/** model.tokenize over a text file: one warm-up, then `reps` timed runs. */
+async function tokenize() {
+  const { model } = await load(task.vocab, { vocabOnly: true });
+  const text = fs.readFileSync(task.textFile, "utf8");
+  const bytes = Buffer.byteLength(text);
+  let tokens = model.tokenize(text).length;
+  const timesMs = [];
+  for (let i = 0; i < task.reps; i++) {
+    const start = performance.now();
+    tokens = model.tokenize(text).length;
+    timesMs.push(performance.now() - start);
+  }
+  return { bytes, tokens, timesMs };
+}
+
+/** N sessions of one context generating at once; aggregate generation tokens/s per N. */
+async function batched() {
+  const { model } = await load(task.model, { useMmap: true });
+  const results = [];
+  for (const n of task.parallel) {
+    const context = await model.createContext({ ...task.context, sequences: n });
+    const prompts = task.prompts.slice(0, n);
+    // Warm-up on throwaway sessions, then fresh sessions for the measurement.
+    const warm = prompts.map(() => context.createSession());
+    await Promise.all(warm.map((s, i) => s.prompt(prompts[i])));
+    await Promise.all(warm.map((s) => s.generate({ maxTokens: 2, temperature: 0 }).collect()));
+    for (const s of warm) s.dispose();
+
+    const sessions = prompts.map(() => context.createSession());
+    let start = performance.now();
+    await Promise.all(sessions.map((s, i) => s.prompt(prompts[i])));
+    const promptMs = performance.now() - start;
+    // Each session: a first token from its prompt's logits, then nGen decodes batched with the others.
+    start = performance.now();
+    const gens = await Promise.all(sessions.map((s) => timedGenerate(s, { maxTokens: task.nGen + 1, temperature: 0 })));
+    const genMs = Math.max(...gens.map((g) => g.last)) - start;
+    const decoded = gens.reduce((sum, g) => sum + g.count - 1, 0);
+    results.push({
+      parallel: n,
+      promptTokens: prompts.reduce((sum, p) => sum + p.length, 0),
+      promptMs,
+      generated: gens.reduce((sum, g) => sum + g.count, 0),
+      decoded,
+      genMs,
+      genTokensPerS: decoded / (genMs / 1e3),
+    });
+    context.dispose();
+  }
+  return { results };
+}
+
+/** Generation speed with one sampler setting (greedy or the default chain). */
+async function sampling() {
+  const { model } = await load(task.model, { useMmap: true });
+  const context = await model.createContext(task.context);
+  const out = {};
+  for (const mode of task.order) {
+    const options = mode === "greedy" ? { temperature: 0 } : { seed: task.seed };
+    const warm = context.createSession();
+    await warm.prompt(task.prompt);
+    await warm.generate({ ...options, maxTokens: 4 }).collect();
+    warm.dispose();
+    const session = context.createSession();
+    await session.prompt(task.prompt);
+    const gen = await timedGenerate(session, { ...options, maxTokens: task.nGen + 1 });
+    session.dispose();
+    out[mode] = { genTokens: gen.count, genTokensPerS: (gen.count - 1) / ((gen.last - gen.first) / 1e3) };
+  }
+  return out;
+}
+
+const modes = { speed, tokenize, batched, sampling };
+if (!(task.mode in modes)) throw new Error(`unknown mode ${task.mode}`);
+const result = await modes[task.mode]();
+process.stdout.write(`${JSON.stringify(result)}\n`);
+process.exit(0);

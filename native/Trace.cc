@@ -1,0 +1,180 @@
+#include "Trace.h"
+
+#include <ggml-cpu.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+
+namespace llama_napi {
+namespace {
+
+// "kq_soft_max-12" → ("kq_soft_max", 12); -1 when there is no layer suffix.
+int32_t LayerOf(const char* name, const char* prefix) {
+  const size_t n = std::strlen(prefix);
+  if (std::strncmp(name, prefix, n) != 0 || name[n] != '-') return -1;
+  char* end = nullptr;
+  const long layer = std::strtol(name + n + 1, &end, 10);
+  return end != name + n + 1 && *end == '\0' ? static_cast<int32_t>(layer) : -1;
+}
+
+}  // namespace
+
+void TraceCapture::Begin(const TraceRequest& req, TraceResult* out, size_t firstNew, size_t nKvTotal) {
+  req_ = req;
+  out_ = out;
+  firstNew_ = firstNew;
+  nNew_ = nKvTotal - firstNew;
+  nKvTotal_ = nKvTotal;
+  const size_t nNew = nNew_;
+  chunkStart_ = 0;
+  const size_t nLayers = out->layers.size();
+  if (req.attention) {
+    out->attention.assign(nLayers, std::vector<float>(static_cast<size_t>(out->nHead) * nNew * nKvTotal, 0.0f));
+  }
+  if (req.hidden || req.lensTopK > 0) {
+    out->hidden.assign(nLayers, std::vector<float>(nNew * static_cast<size_t>(out->nEmbd), 0.0f));
+  }
+}
+
+int32_t TraceCapture::SlotOf(int32_t layer) const {
+  auto it = std::find(out_->layers.begin(), out_->layers.end(), layer);
+  return it == out_->layers.end() ? -1 : static_cast<int32_t>(it - out_->layers.begin());
+}
+
+bool TraceCapture::Wanted(const ggml_tensor* t, bool* isAttention, int32_t* slot) const {
+  if (out_ == nullptr) return false;
+  int32_t layer = req_.attention ? LayerOf(t->name, "kq_soft_max") : -1;
+  *isAttention = layer >= 0;
+  if (layer < 0 && (req_.hidden || req_.lensTopK > 0)) layer = LayerOf(t->name, "l_out");
+  if (layer < 0) return false;
+  *slot = SlotOf(layer);
+  return *slot >= 0;
+}
+
+bool TraceCapture::Callback(ggml_tensor* t, bool ask, void* userData) {
+  auto* self = static_cast<TraceCapture*>(userData);
+  bool isAttention = false;
+  int32_t slot = -1;
+  const bool wanted = self->Wanted(t, &isAttention, &slot);
+  if (ask) return wanted;
+  if (wanted) self->Copy(t, isAttention, slot);
+  return true;
+}
+
+void TraceCapture::Copy(ggml_tensor* t, bool isAttention, int32_t slot) {
+  scratch_.resize(static_cast<size_t>(ggml_nelements(t)));
+  if (t->type != GGML_TYPE_F32 || !ggml_is_contiguous(t)) return;  // not produced by these graphs
+  ggml_backend_tensor_get(t, scratch_.data(), 0, ggml_nbytes(t));
+  if (isAttention) {
+    // [n_kv cells, n_tokens, n_head]: in a fresh single-sequence cache, cell i holds position i.
+    const int64_t nKvCells = t->ne[0], nTok = t->ne[1], nHead = t->ne[2];
+    const size_t cols = std::min<size_t>(nKvTotal_, static_cast<size_t>(nKvCells));
+    auto& dst = out_->attention[static_cast<size_t>(slot)];
+    for (int64_t i = 0; i < nTok; i++) {
+      const size_t token = chunkStart_ + static_cast<size_t>(i);
+      if (token < firstNew_ || token >= nKvTotal_) continue;
+      for (int64_t h = 0; h < nHead && h < out_->nHead; h++) {
+        const float* src = scratch_.data() + (h * nTok + i) * nKvCells;
+        float* row = dst.data() + (static_cast<size_t>(h) * nNew_ + (token - firstNew_)) * nKvTotal_;
+        std::memcpy(row, src, cols * sizeof(float));
+      }
+    }
+  } else {
+    // [n_embd, n_tokens] (every token of the chunk is an output row, so none is dropped)
+    const int64_t nEmbd = t->ne[0], nTok = t->ne[1];
+    auto& dst = out_->hidden[static_cast<size_t>(slot)];
+    for (int64_t i = 0; i < nTok; i++) {
+      const size_t token = chunkStart_ + static_cast<size_t>(i);
+      if (token < firstNew_ || token >= nKvTotal_) continue;
+      std::memcpy(dst.data() + (token - firstNew_) * static_cast<size_t>(nEmbd), scratch_.data() + i * nEmbd,
+                  static_cast<size_t>(nEmbd) * sizeof(float));
+    }
+  }
+}
+
+bool ComputeLogitLens(const OutputHead& head, TraceResult& result, int32_t topK, int32_t threads, std::string& error) {
+  const int64_t nEmbd = result.nEmbd;
+  const int64_t nVocab = head.output.ne.size() > 1 ? head.output.ne[1] : 0;
+  if (head.output.ne.empty() || head.output.ne[0] != nEmbd || head.normWeight.size() != static_cast<size_t>(nEmbd)) {
+    error = "The model's output head does not match its embedding size";
+    return false;
+  }
+  size_t nRows = 0;
+  for (const auto& h : result.hidden) nRows += h.size() / static_cast<size_t>(nEmbd);
+  if (nRows == 0) return true;
+
+  // The final norm, row by row, in float64 then stored as float.
+  std::vector<float> normed(nRows * static_cast<size_t>(nEmbd));
+  size_t r = 0;
+  for (const auto& layer : result.hidden) {
+    for (size_t off = 0; off < layer.size(); off += static_cast<size_t>(nEmbd), r++) {
+      const float* x = layer.data() + off;
+      double mean = 0, var = 0;
+      if (!head.rmsNorm) {
+        for (int64_t i = 0; i < nEmbd; i++) mean += x[i];
+        mean /= static_cast<double>(nEmbd);
+      }
+      for (int64_t i = 0; i < nEmbd; i++) var += (x[i] - mean) * (x[i] - mean);
+      const double scale = 1.0 / std::sqrt(var / static_cast<double>(nEmbd) + head.eps);
+      float* y = normed.data() + r * static_cast<size_t>(nEmbd);
+      for (int64_t i = 0; i < nEmbd; i++) {
+        y[i] = static_cast<float>((x[i] - mean) * scale * head.normWeight[static_cast<size_t>(i)] +
+                                  (head.rmsNorm ? 0.0 : head.normBias[static_cast<size_t>(i)]));
+      }
+    }
+  }
+
+  // logits = W · y for every row at once, with ggml's CPU kernels (W stays in its own type).
+  const size_t overhead = ggml_tensor_overhead() * 8 + ggml_graph_overhead() + 1024 * 1024;
+  const size_t outBytes = static_cast<size_t>(nVocab) * nRows * sizeof(float);
+  const size_t inBytes = normed.size() * sizeof(float);
+  // Weights, input, output, and the work buffer (the input converted to the weights' dot type).
+  const size_t total = overhead + head.outputData.size() + 2 * inBytes + outBytes + 4 * 1024 * 1024;
+  ggml_init_params params{total, nullptr, false};
+  ggml_context* ctx = ggml_init(params);
+  if (ctx == nullptr) {
+    error = "Out of memory for the logit lens";
+    return false;
+  }
+  ggml_tensor* w = ggml_new_tensor_2d(ctx, head.output.type, nEmbd, nVocab);
+  std::memcpy(w->data, head.outputData.data(), head.outputData.size());
+  ggml_tensor* x = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, nEmbd, static_cast<int64_t>(nRows));
+  std::memcpy(x->data, normed.data(), normed.size() * sizeof(float));
+  ggml_tensor* logits = ggml_mul_mat(ctx, w, x);
+  ggml_cgraph* graph = ggml_new_graph(ctx);
+  ggml_build_forward_expand(graph, logits);
+  const bool ok = ggml_graph_compute_with_ctx(ctx, graph, std::max(1, threads)) == GGML_STATUS_SUCCESS;
+  if (!ok) {
+    ggml_free(ctx);
+    error = "The logit lens computation failed";
+    return false;
+  }
+
+  // Softmax and top-k of each row.
+  result.lens.assign(result.hidden.size(), {});
+  std::vector<int32_t> order(static_cast<size_t>(nVocab));
+  r = 0;
+  for (size_t l = 0; l < result.hidden.size(); l++) {
+    const size_t rowsInLayer = result.hidden[l].size() / static_cast<size_t>(nEmbd);
+    for (size_t i = 0; i < rowsInLayer; i++, r++) {
+      const float* z = static_cast<const float*>(logits->data) + r * static_cast<size_t>(nVocab);
+      const float max = *std::max_element(z, z + nVocab);
+      double sum = 0;
+      for (int64_t v = 0; v < nVocab; v++) sum += std::exp(static_cast<double>(z[v] - max));
+      for (int64_t v = 0; v < nVocab; v++) order[static_cast<size_t>(v)] = static_cast<int32_t>(v);
+      const auto k = static_cast<size_t>(std::min<int64_t>(topK, nVocab));
+      std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(k), order.end(),
+                        [z](int32_t a, int32_t b) { return z[a] > z[b]; });
+      for (size_t j = 0; j < k; j++) {
+        const int32_t v = order[j];
+        result.lens[l].emplace_back(v, static_cast<float>(std::exp(static_cast<double>(z[v] - max)) / sum));
+      }
+    }
+  }
+  ggml_free(ctx);
+  return true;
+}
+
+}  // namespace llama_napi

@@ -1,0 +1,154 @@
+/**
+ * The loader fuzz driver: runs load-runner.ts in a child process and watches it. A child that
+ * dies (abort, segfault) or does not finish a load in time is recorded against the mutation it
+ * was loading, and a new child goes on with the next mutation, so one crash does not hide others.
+ */
+import { fork } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+import { readGguf } from "../../src/gguf/index.js";
+import type { RunRequest, RunnerMessage } from "./load-runner.js";
+import { headerFields, mutate } from "./mutate.js";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const repoRoot = path.resolve(here, "../..");
+
+export interface FuzzFailure {
+  index: number;
+  description: string;
+  kind: "crash" | "hang" | "not-a-llama-error";
+  detail: string;
+}
+
+export interface FuzzReport {
+  count: number;
+  /** How many mutations ended each way: "loaded" or an error code. */
+  outcomes: Record<string, number>;
+  failures: FuzzFailure[];
+  /** The outcome of each input, by index ("loaded", an error code, "crash" or "hang"). */
+  results: string[];
+  slowestMs: number;
+  /** Child RSS after the first `warmup` loads, and the largest seen afterwards (bytes). */
+  rssAfterWarmup: number;
+  rssMax: number;
+  seconds: number;
+}
+
+export interface FuzzOptions {
+  base: string;
+  seed: number;
+  count: number;
+  /** A load slower than this counts as a hang (the child is killed). */
+  timeoutMs: number;
+  warmup?: number;
+  /** Where to keep the bytes of each crashing or hanging mutation (a regression corpus). */
+  saveFailuresTo?: string;
+}
+
+interface ChildResult {
+  /** The first index the child did not finish. */
+  next: number;
+  failure?: FuzzFailure;
+}
+
+function runChild(req: RunRequest, timeoutMs: number, report: FuzzReport, warmup: number): Promise<ChildResult> {
+  return new Promise((resolve) => {
+    const child = fork(path.join(here, "load-runner.ts"), [JSON.stringify(req)], {
+      cwd: repoRoot,
+      execArgv: ["--import", path.join(here, "register-ts.mjs")],
+      env: { ...process.env, LLAMA_NAPI_LOG_LEVEL: "none" },
+      stdio: ["ignore", "ignore", "pipe", "ipc"],
+    });
+    let stderr = "";
+    child.stderr?.on("data", (d: Buffer) => {
+      stderr = (stderr + d.toString()).slice(-2000);
+    });
+    let current: { index: number; description: string } | undefined;
+    let next = req.from;
+    let timer: NodeJS.Timeout | undefined;
+    let settled: ChildResult | undefined;
+    const finish = (r: ChildResult) => {
+      settled ??= r;
+    };
+    child.on("message", (m: RunnerMessage) => {
+      if (m.type === "start") {
+        current = { index: m.index, description: m.description };
+        timer = setTimeout(() => {
+          finish({ next: m.index + 1, failure: { index: m.index, description: m.description, kind: "hang", detail: `no result after ${timeoutMs} ms` } });
+          child.kill("SIGKILL");
+        }, timeoutMs);
+      } else if (m.type === "done") {
+        clearTimeout(timer);
+        current = undefined;
+        next = m.index + 1;
+        report.outcomes[m.outcome] = (report.outcomes[m.outcome] ?? 0) + 1;
+        report.results[m.index] = m.outcome;
+        report.slowestMs = Math.max(report.slowestMs, m.ms);
+        if (m.index === warmup - 1) report.rssAfterWarmup = m.rss;
+        if (m.index >= warmup) report.rssMax = Math.max(report.rssMax, m.rss);
+        if (m.outcome.startsWith("NOT_A_LLAMA_ERROR")) {
+          report.failures.push({ index: m.index, description: "", kind: "not-a-llama-error", detail: m.outcome });
+        }
+      } else {
+        finish({ next: req.to });
+      }
+    });
+    child.on("exit", (code, signal) => {
+      clearTimeout(timer);
+      if (current && !settled) {
+        const detail = `child exited with ${signal ?? `code ${code}`}: ${stderr.trim().split("\n").slice(-3).join(" | ")}`;
+        finish({ next: current.index + 1, failure: { ...current, kind: "crash", detail } });
+      }
+      resolve(settled ?? { next });
+    });
+  });
+}
+
+/** Runs inputs 0..count of `template` (mutations, or its files) in watched child processes. */
+async function drive(template: Omit<RunRequest, "from" | "to" | "tmpDir">, count: number, options: FuzzOptions): Promise<FuzzReport> {
+  const started = performance.now();
+  const warmup = options.warmup ?? 50;
+  const tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), "llama-napi-fuzz-"));
+  const report: FuzzReport = { count, outcomes: {}, failures: [], results: [], slowestMs: 0, rssAfterWarmup: 0, rssMax: 0, seconds: 0 };
+  try {
+    for (let from = 0; from < count; ) {
+      const result = await runChild({ ...template, from, to: count, tmpDir }, options.timeoutMs, report, warmup);
+      if (result.failure) {
+        report.failures.push(result.failure);
+        report.outcomes[result.failure.kind] = (report.outcomes[result.failure.kind] ?? 0) + 1;
+        report.results[result.failure.index] = result.failure.kind;
+        if (options.saveFailuresTo && !template.files) saveFailure(options, result.failure, template.headerEnd);
+      }
+      if (result.next <= from) throw new Error(`the fuzz child made no progress at input ${from}`);
+      from = result.next;
+    }
+  } finally {
+    fs.rmSync(tmpDir, { recursive: true, force: true });
+  }
+  report.seconds = (performance.now() - started) / 1000;
+  return report;
+}
+
+/** Loads `count` seeded mutations of `base` with loadModel, in watched child processes. */
+export async function runLoaderFuzz(options: FuzzOptions): Promise<FuzzReport> {
+  const header = await readGguf(options.base, { maxArrayLength: 0 });
+  return drive({ base: options.base, headerEnd: header.dataOffset, seed: options.seed }, options.count, options);
+}
+
+/** Loads each file with loadModel, in watched child processes (for the regression corpus). */
+export async function loadFilesInChild(files: string[], timeoutMs: number): Promise<FuzzReport> {
+  return drive({ base: "", headerEnd: 0, seed: 0, files }, files.length, { base: "", seed: 0, count: files.length, timeoutMs, warmup: 0 });
+}
+
+/** Regenerates the failing mutation (the same bytes the child loaded) and keeps it. */
+function saveFailure(options: FuzzOptions, failure: FuzzFailure, headerEnd: number): void {
+  const base = fs.readFileSync(options.base);
+  const m = mutate(base, headerFields(base), headerEnd, options.seed, failure.index);
+  fs.mkdirSync(options.saveFailuresTo!, { recursive: true });
+  const name = `${failure.kind}-seed${options.seed}-${failure.index}`;
+  fs.writeFileSync(path.join(options.saveFailuresTo!, `${name}.gguf`), m.bytes);
+  fs.writeFileSync(path.join(options.saveFailuresTo!, `${name}.txt`), `${m.description}\n${failure.detail}\n`);
+}
