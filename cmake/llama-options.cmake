@@ -1,7 +1,80 @@
-# llama.cpp / ggml build options, shared by the addon (CMakeLists.txt) and by the benchmark
-# build of llama-bench (scripts/bench/build-llama-tools.mjs), so both use the same compile flags.
+# llama.cpp / ggml build options, shared by the addon (CMakeLists.txt) and by the benchmark build
+# of llama.cpp's own tools (bench/llama-tools/CMakeLists.txt), so both use the same compile flags.
+#
+#   LLAMA_NAPI_CPU_VARIANTS=ON   every x86-64 / arm64 CPU variant of ggml, chosen at run time
+#                                (prebuilt binaries); OFF (default): one CPU backend tuned for
+#                                the machine that builds it (-march=native), linked statically.
+#   LLAMA_NAPI_BACKEND=cpu|cuda|vulkan|metal   (or the environment variable of the same name)
+#                                an extra GPU backend, built as a module beside the CPU one.
 
-set(BUILD_SHARED_LIBS OFF CACHE BOOL "" FORCE)
+option(LLAMA_NAPI_CPU_VARIANTS "Build every CPU variant of ggml and choose one at run time" OFF)
+if(NOT DEFINED LLAMA_NAPI_BACKEND)
+  if(DEFINED ENV{LLAMA_NAPI_BACKEND})
+    set(LLAMA_NAPI_BACKEND "$ENV{LLAMA_NAPI_BACKEND}")
+  elseif(APPLE)
+    set(LLAMA_NAPI_BACKEND "metal")
+  else()
+    set(LLAMA_NAPI_BACKEND "cpu")
+  endif()
+endif()
+
+# Two ways to build ggml:
+#  - source builds (the default): static libraries, one CPU backend compiled for this machine
+#    (-march=native) and linked into the addon;
+#  - prebuilt binaries and GPU flavours: ggml and llama as shared libraries and every backend
+#    (each CPU variant, CUDA, Vulkan) as a module the addon loads at run time from its folder,
+#    so one binary serves old and new CPUs, with or without a GPU (a backend whose libraries or
+#    device are missing is skipped). ggml does not allow -march=native in this mode.
+if(LLAMA_NAPI_CPU_VARIANTS OR LLAMA_NAPI_BACKEND STREQUAL "cuda" OR LLAMA_NAPI_BACKEND STREQUAL "vulkan")
+  set(LLAMA_NAPI_DYNAMIC_BACKENDS ON)
+  set(BUILD_SHARED_LIBS ON CACHE BOOL "" FORCE)
+  set(GGML_BACKEND_DL ON CACHE BOOL "" FORCE)
+  set(GGML_NATIVE OFF CACHE BOOL "" FORCE)
+  set(GGML_CPU_ALL_VARIANTS ${LLAMA_NAPI_CPU_VARIANTS} CACHE BOOL "" FORCE)
+else()
+  set(LLAMA_NAPI_DYNAMIC_BACKENDS OFF)
+  set(BUILD_SHARED_LIBS OFF CACHE BOOL "" FORCE)
+  set(GGML_BACKEND_DL OFF CACHE BOOL "" FORCE)
+  set(GGML_NATIVE ON CACHE BOOL "" FORCE)
+  set(GGML_CPU_ALL_VARIANTS OFF CACHE BOOL "" FORCE)
+endif()
+
+# Only the backend asked for: a build folder reconfigured for another backend must not keep the
+# previous one switched on in its cache.
+foreach(gpu CUDA VULKAN METAL)
+  set(GGML_${gpu} OFF CACHE BOOL "" FORCE)
+endforeach()
+if(LLAMA_NAPI_BACKEND STREQUAL "cuda")
+  set(GGML_CUDA ON CACHE BOOL "" FORCE)
+  # One architecture keeps the build time sane; set CMAKE_CUDA_ARCHITECTURES for others.
+  if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
+    set(CMAKE_CUDA_ARCHITECTURES "90" CACHE STRING "")
+  endif()
+  # nvcc from the toolkit itself (CUDA_PATH, /usr/local/cuda) before any wrapper on PATH, so that
+  # CMake finds the toolkit's headers and libraries next to it. CUDACXX or
+  # -DCMAKE_CUDA_COMPILER=... choose another.
+  if(NOT DEFINED CMAKE_CUDA_COMPILER AND NOT DEFINED ENV{CUDACXX})
+    find_program(LLAMA_NAPI_NVCC nvcc PATHS "$ENV{CUDA_PATH}/bin" /usr/local/cuda/bin /opt/cuda/bin NO_DEFAULT_PATH)
+    if(LLAMA_NAPI_NVCC)
+      set(CMAKE_CUDA_COMPILER "${LLAMA_NAPI_NVCC}" CACHE FILEPATH "")
+    endif()
+  endif()
+  # One GPU per process is what the addon drives: no NCCL (multi-GPU collectives).
+  set(GGML_CUDA_NCCL OFF CACHE BOOL "")
+elseif(LLAMA_NAPI_BACKEND STREQUAL "vulkan")
+  set(GGML_VULKAN ON CACHE BOOL "" FORCE)
+elseif(LLAMA_NAPI_BACKEND STREQUAL "metal")
+  # macOS: Metal, with the shader library embedded in the backend (no .metallib beside it).
+  # Written for macOS but not built or tested on this project's Linux machines.
+  set(GGML_METAL ON CACHE BOOL "" FORCE)
+  set(GGML_METAL_EMBED_LIBRARY ON CACHE BOOL "" FORCE)
+elseif(NOT LLAMA_NAPI_BACKEND STREQUAL "cpu")
+  message(FATAL_ERROR "LLAMA_NAPI_BACKEND must be cpu, cuda, vulkan or metal, not '${LLAMA_NAPI_BACKEND}'")
+endif()
+
+# The RPC backend: layers on other machines (loadModel({rpcServers}), llama-napi rpc-server).
+set(GGML_RPC ON CACHE BOOL "" FORCE)
+
 # common: json-schema-to-grammar (JSON Schema output) and the Jinja chat-template engine.
 set(LLAMA_BUILD_COMMON ON CACHE BOOL "" FORCE)
 set(LLAMA_BUILD_TESTS OFF CACHE BOOL "" FORCE)
@@ -14,8 +87,3 @@ set(LLAMA_OPENSSL OFF CACHE BOOL "" FORCE)
 # spinning beside Node's event loop.
 set(GGML_OPENMP OFF CACHE BOOL "" FORCE)
 set(GGML_CCACHE OFF CACHE BOOL "" FORCE)
-# Source builds are tuned for the machine that builds them; prebuilt binaries use runtime
-# dispatch instead (see the prebuild scripts).
-if(NOT DEFINED GGML_NATIVE)
-  set(GGML_NATIVE ON CACHE BOOL "")
-endif()

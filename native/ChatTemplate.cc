@@ -4,6 +4,7 @@
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wunused-function"
 #include <chat.h>
+#include <log.h>  // common/log.h (angle brackets: native/log.h is "log.h")
 #pragma GCC diagnostic pop
 
 #include <exception>
@@ -15,6 +16,7 @@
 #include "Model.h"
 #include "common.h"
 #include "llama_compat.h"
+#include "log.h"
 
 namespace llama_napi {
 
@@ -46,8 +48,23 @@ struct Rendered {
   std::string generationPrompt;
 };
 
+// llama.cpp's common library logs through its own logger; keep it at the addon's level
+// (setLogLevel). Its errors come back to the caller as the ERR_TEMPLATE_INVALID message, so at
+// the default level (errors only) it prints nothing. Called on the JS thread before a render.
+void SyncCommonLogLevel() {
+  const int level = GetLogLevel();
+  const int thold = level <= GGML_LOG_LEVEL_DEBUG  ? LOG_LEVEL_DEBUG
+                    : level == GGML_LOG_LEVEL_INFO ? LOG_LEVEL_INFO
+                    : level == GGML_LOG_LEVEL_WARN ? LOG_LEVEL_WARN
+                                                   : -1;
+  if (common_log_get_verbosity_thold() != thold) common_log_set_verbosity_thold(thold);
+}
+
+// An exception's message, without the rule of dashes and blank lines the Jinja runtime starts with.
 std::string What(const std::exception& e) {
   std::string what = e.what();
+  const size_t start = what.find_first_not_of("-\n\r\t ");
+  what = start == std::string::npos ? "" : what.substr(start);
   return what.empty() ? "(no message)" : what;
 }
 
@@ -86,15 +103,14 @@ Failure RenderJinja(ChatTemplateWrap::State& s, const std::vector<Message>& mess
     msg.content = m.content;
     inputs.messages.push_back(std::move(msg));
   }
-  std::string first;
   try {
     common_chat_params params = common_chat_templates_apply(s.parsed.get(), inputs);
     out.prompt = std::move(params.prompt);
     out.additionalStops = std::move(params.additional_stops);
     out.generationPrompt = std::move(params.generation_prompt);
     return {};
-  } catch (const std::exception& e) {
-    first = What(e);
+  } catch (const std::exception&) {
+    // Retried below, whose error (the template's own) is the one reported.
   }
   // llama-server's path also builds an output parser from the template; when only that fails
   // (the template renders, but its format is not recognised), render the template directly.
@@ -241,6 +257,7 @@ Napi::Value ChatTemplateWrap::Apply(const Napi::CallbackInfo& info) {
       kwargs[key] = v.As<Napi::String>().Utf8Value();
     }
   }
+  SyncCommonLogLevel();
   auto deferred = Napi::Promise::Deferred::New(env);
   auto* worker = new RenderWorker(env, state_, std::move(messages), addGenerationPrompt, useJinja, std::move(kwargs),
                                   deferred);

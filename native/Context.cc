@@ -103,6 +103,7 @@ Napi::Function ContextWrap::Init(Napi::Env env) {
                          InstanceMethod<&ContextWrap::Stats>("stats"),
                          InstanceMethod<&ContextWrap::Embed>("embed"),
                          InstanceMethod<&ContextWrap::SetLora>("setLora"),
+                         InstanceMethod<&ContextWrap::Abandon>("abandon"),
                          InstanceMethod<&ContextWrap::Dispose>("dispose"),
                      });
 }
@@ -113,6 +114,13 @@ ContextWrap::ContextWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Cont
 
 ContextWrap::~ContextWrap() {
   if (engine_) engine_->Dispose();
+  ReportExternal(0);
+}
+
+void ContextWrap::ReportExternal(int64_t bytes) {
+  if (bytes == externalBytes_) return;
+  Napi::MemoryManagement::AdjustExternalMemory(Env(), bytes - externalBytes_);
+  externalBytes_ = bytes;
 }
 
 std::shared_ptr<Engine> ContextWrap::EngineOf(Napi::Env env, Napi::Value value) {
@@ -120,6 +128,7 @@ std::shared_ptr<Engine> ContextWrap::EngineOf(Napi::Env env, Napi::Value value) 
     Throw(env, "ERR_INVALID_ARGUMENT", "Expected a Context created by model.createContext()");
   }
   ContextWrap* wrap = Unwrap(value.As<Napi::Object>());
+  if (wrap->engine_ && wrap->engine_->broken()) Throw(env, "ERR_RPC", wrap->engine_->brokenMessage());
   if (wrap->disposed_) Throw(env, "ERR_DISPOSED", "This Context has been disposed; create a new one to continue");
   if (!wrap->engine_) Throw(env, "ERR_STATE", "The context has not finished initialising");
   return wrap->engine_;
@@ -128,7 +137,9 @@ std::shared_ptr<Engine> ContextWrap::EngineOf(Napi::Env env, Napi::Value value) 
 void ContextWrap::FinishInit(Napi::Env env, std::shared_ptr<ModelHandle> model, compat::ContextPtr ctx, uint32_t requested,
                              const llama_context_params& params) {
   initializing_ = false;
+  const auto bytes = static_cast<int64_t>(compat::ContextMemoryBytes(ctx.get()));
   engine_ = Engine::Start(env, std::move(model), std::move(ctx), requested, params);
+  ReportExternal(bytes);
 }
 
 Napi::Value ContextWrap::InitContext(const Napi::CallbackInfo& info) {
@@ -156,8 +167,9 @@ Napi::Value ContextWrap::InitContext(const Napi::CallbackInfo& info) {
                         std::to_string(nTrain) + " tokens.");
   }
   const int64_t batchSize = o.Int("batchSize", 1, 1 << 16).value_or(512);
-  const int64_t threads = o.Int("threads", 1, 1024).value_or(hw);
-  const int64_t threadsBatch = o.Int("threadsBatch", 1, 1024).value_or(threads);
+  // ggml's thread pool is built for at most GGML_MAX_N_THREADS (512) threads.
+  const int64_t threads = o.Int("threads", 1, GGML_MAX_N_THREADS).value_or(std::min<int64_t>(hw, GGML_MAX_N_THREADS));
+  const int64_t threadsBatch = o.Int("threadsBatch", 1, GGML_MAX_N_THREADS).value_or(threads);
   const std::string kvType = o.String("kvCacheType").value_or("f16");
   const std::string flash = o.String("flashAttention").value_or("auto");
   const bool unified = o.Bool("unifiedKvCache").value_or(false);
@@ -288,10 +300,18 @@ Napi::Value ContextWrap::SetLora(const Napi::CallbackInfo& info) {
   return e->SubmitTask(env, job);
 }
 
+// abandon(message): the context's RPC server failed; see Engine::Abandon.
+void ContextWrap::Abandon(const Napi::CallbackInfo& info) {
+  const std::string message = Args(info).String(0, "message");
+  if (engine_) engine_->Abandon(message);
+  disposed_ = true;
+}
+
 void ContextWrap::Dispose(const Napi::CallbackInfo& info) {
   if (disposed_) return;
   disposed_ = true;
   if (engine_) engine_->Dispose();
+  ReportExternal(0);
 }
 
 }  // namespace llama_napi

@@ -28,9 +28,13 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
   Napi::Value Stats(const Napi::CallbackInfo& info);
   Napi::Value Embed(const Napi::CallbackInfo& info);
   Napi::Value SetLora(const Napi::CallbackInfo& info);
+  void Abandon(const Napi::CallbackInfo& info);
   void Dispose(const Napi::CallbackInfo& info);
+  // Tells V8 how much memory the context holds (KV cache and compute buffers); 0 once freed.
+  void ReportExternal(int64_t bytes);
 
   std::shared_ptr<Engine> engine_;
+  int64_t externalBytes_ = 0;  // reported with AdjustExternalMemory
   bool initializing_ = false;
   bool disposed_ = false;
 };

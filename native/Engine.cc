@@ -19,11 +19,11 @@ const char* FinishReasonName(FinishReason r) {
 }
 
 void Engine::CallCompletion(Napi::Env env, Napi::Function, Engine*, Completion* fn) {
+  std::unique_ptr<Completion> owned(fn);  // freed even when the completion throws
   if (env != nullptr) {
     Napi::HandleScope scope(env);
-    (*fn)(env);
+    (*owned)(env);
   }
-  delete fn;
 }
 
 Engine::Engine(Napi::Env env, std::shared_ptr<ModelHandle> model, compat::ContextPtr ctx, uint32_t requested,
@@ -39,6 +39,12 @@ Engine::Engine(Napi::Env env, std::shared_ptr<ModelHandle> model, compat::Contex
     capacity_ = std::min<uint32_t>(capacity_, static_cast<uint32_t>(llama_model_n_ctx_train(model_->model.get())));
   }
   seqInUse_.assign(nSeq_, false);
+  const bool twoPools = params_.n_threads_batch != params_.n_threads;
+  pool_ = std::make_unique<compat::Threadpool>(params_.n_threads, twoPools);
+  if (twoPools) poolBatch_ = std::make_unique<compat::Threadpool>(params_.n_threads_batch, false);
+  if (pool_->get() != nullptr) {
+    llama_attach_threadpool(c, pool_->get(), poolBatch_ ? poolBatch_->get() : pool_->get());
+  }
   batch_ = std::make_unique<compat::Batch>(static_cast<int32_t>(nBatch_));
   llama_set_abort_callback(c, &Engine::AbortCallback, this);
 }
@@ -106,6 +112,33 @@ void Engine::Dispose() {
   if (loopRefs_ > 0) tsfn_.Unref(env_);
   loopRefs_ = 0;
   tsfn_.Release();
+}
+
+void Engine::Abandon(const std::string& message) {
+  if (disposed_) return;
+  disposed_ = true;
+  broken_ = true;
+  brokenMessage_ = message;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    stopping_ = true;
+  }
+  stopFlag_ = true;
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.detach();
+  static std::mutex keepMu;
+  static std::vector<std::shared_ptr<Engine>> kept;  // never freed: the thread may still use it
+  {
+    std::lock_guard<std::mutex> lk(keepMu);
+    kept.push_back(shared_from_this());
+  }
+  for (auto& [id, p] : pending_) {
+    if (p.job && p.job->seq) p.job->seq->busy = false;
+    if (p.deferred) p.deferred->Reject(MakeError(env_, "ERR_RPC", message).Value());
+  }
+  pending_.clear();
+  if (loopRefs_ > 0) tsfn_.Unref(env_);
+  loopRefs_ = 0;
 }
 
 std::shared_ptr<SeqState> Engine::AcquireSeq() {

@@ -125,7 +125,13 @@ class Engine : public std::enable_shared_from_this<Engine> {
 
   // --- JS thread only ---
   void Dispose();
+  // After an RPC server failure: fails every pending operation with ERR_RPC and gives up on the
+  // decode thread, which may be stuck forever on the lost connection (it is detached, and the
+  // engine and its context are kept allocated for it: a deliberate, bounded leak).
+  void Abandon(const std::string& message);
   bool disposed() const { return disposed_; }
+  bool broken() const { return broken_; }
+  const std::string& brokenMessage() const { return brokenMessage_; }
   std::shared_ptr<SeqState> AcquireSeq();  // nullptr when every sequence is in use
   void ReleaseSeq(std::shared_ptr<SeqState> seq, Napi::Reference<Napi::ArrayBuffer> keepAlive);
   // Starts a prompt evaluation of seq->tokens[seq->nKv..]; resolves with {evaluated}.
@@ -217,6 +223,9 @@ class Engine : public std::enable_shared_from_this<Engine> {
   void RefLoop(Napi::Env env, int delta);
 
   std::shared_ptr<ModelHandle> model_;
+  // Thread pools outlive the contexts they are attached to (declared first, destroyed last).
+  std::unique_ptr<compat::Threadpool> pool_;
+  std::unique_ptr<compat::Threadpool> poolBatch_;
   compat::ContextPtr ctx_;
   uint32_t capacity_ = 0;
   uint32_t nSeq_ = 1;
@@ -245,6 +254,8 @@ class Engine : public std::enable_shared_from_this<Engine> {
   // JS thread only.
   Napi::Env env_;
   bool disposed_ = false;
+  bool broken_ = false;
+  std::string brokenMessage_;
   uint64_t nextId_ = 1;
   int loopRefs_ = 0;
   std::vector<bool> seqInUse_;

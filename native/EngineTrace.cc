@@ -67,6 +67,7 @@ Failure Engine::RunTrace(SeqState& seq, const std::vector<llama_token>& input, c
     p.cb_eval_user_data = &traceCapture_;
     traceCtx_.reset(llama_init_from_model(const_cast<llama_model*>(model), p));
     if (!traceCtx_) return {"ERR_CONTEXT_CREATE", "Could not create the capture context for trace()"};
+    if (pool_->get() != nullptr) llama_attach_threadpool(traceCtx_.get(), pool_->get(), poolBatch_ ? poolBatch_->get() : pool_->get());
   }
   llama_context* tctx = traceCtx_.get();
   llama_memory_clear(compat::Memory(tctx), true);

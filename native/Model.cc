@@ -9,6 +9,8 @@
 #include <optional>
 #include <string>
 
+#include "GgufCheck.h"
+#include "Rpc.h"
 #include "common.h"
 #include "log.h"
 
@@ -28,6 +30,10 @@ Failure CheckModelFile(const std::string& path) {
   }
   if (S_ISDIR(st.st_mode)) {
     return {"ERR_FILE_UNREADABLE", path + " is a directory; pass the path of a .gguf file"};
+  }
+  if (!S_ISREG(st.st_mode)) {
+    // A FIFO or a device: opening or reading it can block forever (a FIFO with no writer).
+    return {"ERR_FILE_UNREADABLE", path + " is not a regular file (a pipe, socket or device); pass the path of a .gguf file"};
   }
   FILE* f = std::fopen(path.c_str(), "rb");
   if (f == nullptr) {
@@ -67,6 +73,7 @@ struct ProgressState {
 class LoadWorker : public Napi::AsyncProgressWorker<float> {
  public:
   LoadWorker(ModelWrap* wrap, Napi::Object receiver, std::string path, std::optional<bool> useMmap, bool vocabOnly,
+             std::vector<std::string> rpcServers, std::vector<float> tensorSplit,
              std::shared_ptr<std::atomic<bool>> abort, std::optional<Napi::Function> onProgress,
              Napi::Promise::Deferred deferred)
       : Napi::AsyncProgressWorker<float>(receiver.Env(), "llama-napi:loadModel"),
@@ -75,6 +82,8 @@ class LoadWorker : public Napi::AsyncProgressWorker<float> {
         path_(std::move(path)),
         useMmap_(useMmap),
         vocabOnly_(vocabOnly),
+        rpcServers_(std::move(rpcServers)),
+        tensorSplit_(std::move(tensorSplit)),
         abort_(std::move(abort)),
         deferred_(deferred) {
     if (onProgress) onProgress_ = Napi::Persistent(*onProgress);
@@ -83,9 +92,13 @@ class LoadWorker : public Napi::AsyncProgressWorker<float> {
   void Execute(const ExecutionProgress& progress) override {
     failure_ = CheckModelFile(path_);
     if (!failure_.ok()) return;
+    // Read and check the header first: llama.cpp aborts the process on a few malformed values.
+    failure_ = ReadGgufHeader(path_, header_);
+    if (failure_.ok()) failure_ = CheckLoadable(header_.get(), path_);
+    if (!failure_.ok()) return;
     LogCapture capture;
     ProgressState state{&progress, abort_.get(), -1.0f};
-    llama_model_params params = compat::ModelParams(useMmap_.value_or(true), useMmap_.has_value(), vocabOnly_);
+    llama_model_params params = compat::ModelParams(useMmap_.value_or(true), useMmap_.has_value(), vocabOnly_, gpuLayers_);
     params.progress_callback = [](float p, void* ud) -> bool {
       auto* s = static_cast<ProgressState*>(ud);
       if (s->abort->load()) return false;
@@ -96,12 +109,35 @@ class LoadWorker : public Napi::AsyncProgressWorker<float> {
       return true;
     };
     params.progress_callback_user_data = &state;
+    // RPC servers: every layer on their devices, split as asked (llama.cpp's --rpc).
+    std::vector<ggml_backend_dev_t> devices;
+    std::vector<float> split(llama_max_devices(), 0.0f);
+    for (const std::string& endpoint : rpcServers_) {
+      failure_ = ProbeRpcServer(endpoint, 5000);
+      if (failure_.ok()) failure_ = RpcDevices(endpoint, devices);
+      if (!failure_.ok()) return;
+    }
+    if (!devices.empty()) {
+      if (devices.size() > split.size()) {
+        failure_ = {"ERR_RPC", "Too many RPC devices (" + std::to_string(devices.size()) + "); llama.cpp supports " + std::to_string(split.size())};
+        return;
+      }
+      for (size_t i = 0; i < tensorSplit_.size() && i < split.size(); i++) split[i] = tensorSplit_[i];
+      devices.push_back(nullptr);
+      params.devices = devices.data();
+      params.n_gpu_layers = 999;
+      params.split_mode = LLAMA_SPLIT_MODE_LAYER;
+      if (!tensorSplit_.empty()) params.tensor_split = split.data();
+    }
     model_.reset(llama_model_load_from_file(path_.c_str(), params));
     if (!model_) {
       failure_ = abort_->load() ? Failure{"ERR_ABORTED", "Loading " + path_ + " was aborted"}
                                 : ClassifyLoadFailure(path_, capture.Text());
     }
   }
+
+  // Layers to offload to GPU devices (src/model.ts passes 0 when there is none); -1: all.
+  void SetGpuLayers(int32_t n) { gpuLayers_ = n; }
 
   void OnProgress(const float* data, size_t count) override {
     if (count == 0 || onProgress_.IsEmpty()) return;
@@ -121,7 +157,7 @@ class LoadWorker : public Napi::AsyncProgressWorker<float> {
       model_.reset();
       deferred_.Reject(MakeError(env, "ERR_DISPOSED", "The model was disposed while it was loading").Value());
     } else {
-      wrap_->FinishLoad(std::move(model_), vocabOnly_, path_);
+      wrap_->FinishLoad(std::move(model_), vocabOnly_, path_, MetadataToJs(env, header_.get()), !rpcServers_.empty());
       deferred_.Resolve(env.Undefined());
     }
   }
@@ -134,10 +170,14 @@ class LoadWorker : public Napi::AsyncProgressWorker<float> {
   std::string path_;
   std::optional<bool> useMmap_;
   bool vocabOnly_;
+  int32_t gpuLayers_ = 0;
+  std::vector<std::string> rpcServers_;
+  std::vector<float> tensorSplit_;
   std::shared_ptr<std::atomic<bool>> abort_;
   Napi::FunctionReference onProgress_;
   Napi::Promise::Deferred deferred_;
   compat::ModelPtr model_;
+  GgufPtr header_;
   Failure failure_;
 };
 
@@ -182,6 +222,7 @@ Napi::Function ModelWrap::Init(Napi::Env env) {
                          InstanceMethod<&ModelWrap::TokenAttributes>("tokenAttributes"),
                          InstanceMethod<&ModelWrap::TokenText>("tokenText"),
                          InstanceMethod<&ModelWrap::MetaString>("metaString"),
+                         InstanceMethod<&ModelWrap::Metadata>("metadata"),
                          InstanceMethod<&ModelWrap::EmbeddingRows>("embeddingRows"),
                          InstanceMethod<&ModelWrap::Tensors>("tensors"),
                          InstanceMethod<&ModelWrap::Dispose>("dispose"),
@@ -205,16 +246,27 @@ std::shared_ptr<ModelHandle> ModelWrap::Handle(Napi::Env env) const {
   return handle_;
 }
 
-void ModelWrap::FinishLoad(compat::ModelPtr model, bool vocabOnly, const std::string& path) {
+void ModelWrap::FinishLoad(compat::ModelPtr model, bool vocabOnly, const std::string& path, Napi::Object metadata,
+                           bool usesRpc) {
   loading_ = false;
+  metadata_ = Napi::Persistent(metadata);
   auto handle = std::make_shared<ModelHandle>();
   handle->vocabOnly = vocabOnly;
   handle->path = path;
   handle->tensors = std::make_unique<ModelTensors>(path);
+  handle->usesRpc = usesRpc;
+  if (usesRpc) TrackRpcModel(handle);
   handle->vocab = compat::Vocab(model.get());
   handle->nVocab = compat::VocabSize(model.get());
   handle->model = std::move(model);
   handle_ = std::move(handle);
+  ReportExternal(static_cast<int64_t>(llama_model_size(handle_->model.get())));
+}
+
+void ModelWrap::ReportExternal(int64_t bytes) {
+  if (bytes == externalBytes_) return;
+  Napi::MemoryManagement::AdjustExternalMemory(Env(), bytes - externalBytes_);
+  externalBytes_ = bytes;
 }
 
 Napi::Value ModelWrap::Load(const Napi::CallbackInfo& info) {
@@ -224,6 +276,18 @@ Napi::Value ModelWrap::Load(const Napi::CallbackInfo& info) {
   Options opts(env, args.OptionalObject(1, "options"), "options");
   std::optional<bool> useMmap = opts.Bool("useMmap");
   const bool vocabOnly = opts.Bool("vocabOnly").value_or(false);
+  const int64_t gpuLayers = opts.Int("gpuLayers", -1, 100000).value_or(0);
+  std::vector<std::string> rpcServers = opts.StringArray("rpcServers", 16).value_or(std::vector<std::string>{});
+  std::vector<float> tensorSplit;
+  if (std::optional<Napi::Value> split = opts.Raw("tensorSplit")) {
+    if (!split->IsArray()) opts.Fail("tensorSplit", "an array of non-negative numbers");
+    Napi::Array arr = split->As<Napi::Array>();
+    for (uint32_t i = 0; i < arr.Length(); i++) {
+      Napi::Value v = arr.Get(i);
+      if (!v.IsNumber() || !(v.As<Napi::Number>().DoubleValue() >= 0)) opts.Fail("tensorSplit", "an array of non-negative numbers");
+      tensorSplit.push_back(v.As<Napi::Number>().FloatValue());
+    }
+  }
   std::optional<Napi::Function> onProgress = args.OptionalFunction(2, "onProgress");
   if (disposed_) return Rejected(env, "ERR_DISPOSED", "This Model has been disposed");
   if (loading_ || handle_) return Rejected(env, "ERR_STATE", "load() may only be called once per Model");
@@ -232,7 +296,9 @@ Napi::Value ModelWrap::Load(const Napi::CallbackInfo& info) {
   }
   loading_ = true;
   auto deferred = Napi::Promise::Deferred::New(env);
-  auto* worker = new LoadWorker(this, info.This().As<Napi::Object>(), path, useMmap, vocabOnly, abortLoad_, onProgress, deferred);
+  auto* worker = new LoadWorker(this, info.This().As<Napi::Object>(), path, useMmap, vocabOnly, std::move(rpcServers),
+                                std::move(tensorSplit), abortLoad_, onProgress, deferred);
+  worker->SetGpuLayers(static_cast<int32_t>(gpuLayers));
   worker->Queue();
   return deferred.Promise();
 }
@@ -268,6 +334,12 @@ Napi::Value ModelWrap::Info(const Napi::CallbackInfo& info) {
   const char* tmpl = llama_model_chat_template(m, nullptr);
   out.Set("chatTemplate", tmpl != nullptr ? Napi::Value(Napi::String::New(env, tmpl)) : env.Null());
   return out;
+}
+
+// metadata() -> every GGUF key except the vocabulary arrays, typed (read before loading).
+Napi::Value ModelWrap::Metadata(const Napi::CallbackInfo& info) {
+  Handle(info.Env());
+  return metadata_.Value();
 }
 
 Napi::Value ModelWrap::MetaString(const Napi::CallbackInfo& info) {
@@ -456,8 +528,11 @@ void ModelWrap::Dispose(const Napi::CallbackInfo& info) {
   if (disposed_) return;
   disposed_ = true;
   abortLoad_->store(true);
-  // Contexts made from this model hold their own reference; the weights are freed with the last.
+  metadata_.Reset();
+  // Contexts made from this model hold their own reference; the weights are freed with the last
+  // (the TS layer disposes them first).
   handle_.reset();
+  ReportExternal(0);
 }
 
 }  // namespace llama_napi

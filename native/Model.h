@@ -25,6 +25,17 @@ struct ModelHandle {
   // LoRA adapters loaded for this model, by path. llama.cpp frees them with the model.
   std::mutex loraMu;
   std::map<std::string, llama_adapter_lora*> loras;
+  // Layers on RPC servers. When one of them fails, freeing the model would wait forever on the
+  // lost connection: a broken model is left allocated (a deliberate, bounded leak).
+  bool usesRpc = false;
+  std::atomic<bool> broken{false};
+
+  ModelHandle() = default;
+  ModelHandle(const ModelHandle&) = delete;
+  ModelHandle& operator=(const ModelHandle&) = delete;
+  ~ModelHandle() {
+    if (broken.load()) (void)model.release();
+  }
 };
 
 class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
@@ -35,10 +46,10 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   static std::shared_ptr<ModelHandle> HandleOf(Napi::Env env, Napi::Value value);
 
   explicit ModelWrap(const Napi::CallbackInfo& info);
-  ~ModelWrap() override = default;
+  ~ModelWrap() override { ReportExternal(0); }
 
   // Called by the load worker on the JS thread.
-  void FinishLoad(compat::ModelPtr model, bool vocabOnly, const std::string& path);
+  void FinishLoad(compat::ModelPtr model, bool vocabOnly, const std::string& path, Napi::Object metadata, bool usesRpc);
   bool disposed() const { return disposed_; }
 
  private:
@@ -56,13 +67,19 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   Napi::Value TokenAttributes(const Napi::CallbackInfo& info);
   Napi::Value TokenText(const Napi::CallbackInfo& info);
   Napi::Value MetaString(const Napi::CallbackInfo& info);
+  Napi::Value Metadata(const Napi::CallbackInfo& info);
   Napi::Value EmbeddingRows(const Napi::CallbackInfo& info);
   Napi::Value Tensors(const Napi::CallbackInfo& info);
   void Dispose(const Napi::CallbackInfo& info);
 
   llama_token CheckedToken(Napi::Env env, const Napi::Value& v) const;
+  // Tells V8 how much memory this object holds (the weights), so that a Model dropped without
+  // dispose() weighs on the garbage collector as it should. 0 on dispose and finalization.
+  void ReportExternal(int64_t bytes);
 
   std::shared_ptr<ModelHandle> handle_;
+  int64_t externalBytes_ = 0;  // reported with AdjustExternalMemory
+  Napi::ObjectReference metadata_;
   std::shared_ptr<std::atomic<bool>> abortLoad_ = std::make_shared<std::atomic<bool>>(false);
   bool loading_ = false;
   bool disposed_ = false;

@@ -1,5 +1,7 @@
 #include "Quantize.h"
 
+#include "GgufCheck.h"
+
 #include <llama.h>
 
 #include <atomic>
@@ -105,6 +107,13 @@ class QuantizeWorker : public Napi::AsyncProgressWorker<float> {
     if (abort_->load()) {
       failure_ = {"ERR_ABORTED", "Quantising " + job_.input + " was aborted"};
       return;
+    }
+    // llama.cpp aborts the process on a few malformed header values: refuse them first.
+    {
+      GgufPtr header;
+      failure_ = ReadGgufHeader(job_.input, header);
+      if (failure_.ok()) failure_ = CheckLoadable(header.get(), job_.input);
+      if (!failure_.ok()) return;
     }
     LogCapture capture;
     // llama_model_quantize has no callback; it logs one line per tensor before quantising it.

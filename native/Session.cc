@@ -64,6 +64,7 @@ SessionWrap* SessionWrap::Of(Napi::Env env, Napi::Value value) {
 }
 
 void SessionWrap::CheckUsable(Napi::Env env) const {
+  if (engine_ && engine_->broken()) Throw(env, "ERR_RPC", engine_->brokenMessage());
   if (disposed_ || engine_->disposed()) Throw(env, "ERR_DISPOSED", "This Session has been disposed (or its Context was)");
 }
 

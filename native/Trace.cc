@@ -1,6 +1,6 @@
 #include "Trace.h"
 
-#include <ggml-cpu.h>
+#include <ggml-alloc.h>
 
 #include <algorithm>
 #include <cmath>
@@ -17,6 +17,41 @@ int32_t LayerOf(const char* name, const char* prefix) {
   char* end = nullptr;
   const long layer = std::strtol(name + n + 1, &end, 10);
   return end != name + n + 1 && *end == '\0' ? static_cast<int32_t>(layer) : -1;
+}
+
+// out[nRows × nOut] = W[nOut × nIn] · x[nRows × nIn], on a CPU backend instance (through the
+// backend registry, so it also works when the CPU backend is a dynamically loaded library).
+bool CpuMatMul(ggml_type wType, const std::vector<uint8_t>& w, int64_t nIn, int64_t nOut, const std::vector<float>& x,
+               size_t nRows, int32_t threads, std::vector<float>& out, std::string& error) {
+  ggml_backend_t cpu = ggml_backend_init_by_type(GGML_BACKEND_DEVICE_TYPE_CPU, nullptr);
+  if (cpu == nullptr) {
+    error = "no CPU backend";
+    return false;
+  }
+  ggml_backend_reg_t reg = ggml_backend_dev_backend_reg(ggml_backend_get_device(cpu));
+  if (auto* setThreads = reinterpret_cast<ggml_backend_set_n_threads_t>(ggml_backend_reg_get_proc_address(reg, "ggml_backend_set_n_threads"))) {
+    setThreads(cpu, std::max(1, threads));
+  }
+  ggml_init_params params{ggml_tensor_overhead() * 4 + ggml_graph_overhead(), nullptr, /*no_alloc=*/true};
+  ggml_context* ctx = ggml_init(params);
+  ggml_tensor* wt = ggml_new_tensor_2d(ctx, wType, nIn, nOut);
+  ggml_tensor* xt = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, nIn, static_cast<int64_t>(nRows));
+  ggml_tensor* yt = ggml_mul_mat(ctx, wt, xt);
+  ggml_cgraph* graph = ggml_new_graph(ctx);
+  ggml_build_forward_expand(graph, yt);
+  ggml_backend_buffer_t buffer = ggml_backend_alloc_ctx_tensors(ctx, cpu);
+  bool ok = buffer != nullptr;
+  if (ok) {
+    ggml_backend_tensor_set(wt, w.data(), 0, std::min(w.size(), ggml_nbytes(wt)));
+    ggml_backend_tensor_set(xt, x.data(), 0, ggml_nbytes(xt));
+    ok = ggml_backend_graph_compute(cpu, graph) == GGML_STATUS_SUCCESS;
+    if (ok) ggml_backend_tensor_get(yt, out.data(), 0, ggml_nbytes(yt));
+  }
+  if (buffer != nullptr) ggml_backend_buffer_free(buffer);
+  ggml_free(ctx);
+  ggml_backend_free(cpu);
+  if (!ok) error = "the logit lens computation failed (out of memory?)";
+  return ok;
 }
 
 }  // namespace
@@ -126,31 +161,9 @@ bool ComputeLogitLens(const OutputHead& head, TraceResult& result, int32_t topK,
     }
   }
 
-  // logits = W · y for every row at once, with ggml's CPU kernels (W stays in its own type).
-  const size_t overhead = ggml_tensor_overhead() * 8 + ggml_graph_overhead() + 1024 * 1024;
-  const size_t outBytes = static_cast<size_t>(nVocab) * nRows * sizeof(float);
-  const size_t inBytes = normed.size() * sizeof(float);
-  // Weights, input, output, and the work buffer (the input converted to the weights' dot type).
-  const size_t total = overhead + head.outputData.size() + 2 * inBytes + outBytes + 4 * 1024 * 1024;
-  ggml_init_params params{total, nullptr, false};
-  ggml_context* ctx = ggml_init(params);
-  if (ctx == nullptr) {
-    error = "Out of memory for the logit lens";
-    return false;
-  }
-  ggml_tensor* w = ggml_new_tensor_2d(ctx, head.output.type, nEmbd, nVocab);
-  std::memcpy(w->data, head.outputData.data(), head.outputData.size());
-  ggml_tensor* x = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, nEmbd, static_cast<int64_t>(nRows));
-  std::memcpy(x->data, normed.data(), normed.size() * sizeof(float));
-  ggml_tensor* logits = ggml_mul_mat(ctx, w, x);
-  ggml_cgraph* graph = ggml_new_graph(ctx);
-  ggml_build_forward_expand(graph, logits);
-  const bool ok = ggml_graph_compute_with_ctx(ctx, graph, std::max(1, threads)) == GGML_STATUS_SUCCESS;
-  if (!ok) {
-    ggml_free(ctx);
-    error = "The logit lens computation failed";
-    return false;
-  }
+  // logits = W · y for every row at once, with ggml's CPU backend (W stays in its own type).
+  std::vector<float> logits(static_cast<size_t>(nVocab) * nRows);
+  if (!CpuMatMul(head.output.type, head.outputData, nEmbd, nVocab, normed, nRows, threads, logits, error)) return false;
 
   // Softmax and top-k of each row.
   result.lens.assign(result.hidden.size(), {});
@@ -159,7 +172,7 @@ bool ComputeLogitLens(const OutputHead& head, TraceResult& result, int32_t topK,
   for (size_t l = 0; l < result.hidden.size(); l++) {
     const size_t rowsInLayer = result.hidden[l].size() / static_cast<size_t>(nEmbd);
     for (size_t i = 0; i < rowsInLayer; i++, r++) {
-      const float* z = static_cast<const float*>(logits->data) + r * static_cast<size_t>(nVocab);
+      const float* z = logits.data() + r * static_cast<size_t>(nVocab);
       const float max = *std::max_element(z, z + nVocab);
       double sum = 0;
       for (int64_t v = 0; v < nVocab; v++) sum += std::exp(static_cast<double>(z[v] - max));
@@ -173,7 +186,6 @@ bool ComputeLogitLens(const OutputHead& head, TraceResult& result, int32_t topK,
       }
     }
   }
-  ggml_free(ctx);
   return true;
 }
 

@@ -3,10 +3,12 @@
 
 #include <mutex>
 
+#include "Backends.h"
 #include "ChatTemplate.h"
 #include "Context.h"
 #include "Model.h"
 #include "Quantize.h"
+#include "Rpc.h"
 #include "Session.h"
 #include "common.h"
 #include "log.h"
@@ -30,23 +32,25 @@ Napi::Value SystemInfo(const Napi::CallbackInfo& info) {
   out.Set("supportsGpuOffload", llama_supports_gpu_offload());
   out.Set("supportsRpc", llama_supports_rpc());
   out.Set("maxSequences", Napi::Number::New(env, static_cast<double>(llama_max_parallel_sequences())));
-  Napi::Array devices = Napi::Array::New(env);
-  for (size_t i = 0; i < ggml_backend_dev_count(); i++) {
-    ggml_backend_dev_t dev = ggml_backend_dev_get(i);
-    Napi::Object d = Napi::Object::New(env);
-    d.Set("name", ggml_backend_dev_name(dev));
-    d.Set("description", ggml_backend_dev_description(dev));
-    d.Set("backend", ggml_backend_reg_name(ggml_backend_dev_backend_reg(dev)));
-    devices.Set(static_cast<uint32_t>(i), d);
-  }
+  Napi::Array devices = DeviceList(env);
+  out.Set("backendDir", BackendDir());
   out.Set("devices", devices);
   return out;
+}
+
+// V8's count of external memory, which Model and Context objects add their native memory to
+// (Napi::MemoryManagement::AdjustExternalMemory). process.memoryUsage().external leaves it out
+// on Node 20 (it counts ArrayBuffers only): tests/memory.test.ts reads it here.
+Napi::Value ExternalMemory(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(Napi::MemoryManagement::AdjustExternalMemory(info.Env(), 0)));
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   static std::once_flag once;
   std::call_once(once, [] {
     InitLogging();
+    InstallAbortHook();
+    LoadBackends();
     llama_backend_init();
   });
   auto* data = new AddonData();
@@ -63,6 +67,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setErrorFactory", Napi::Function::New<SetErrorFactory>(env, "setErrorFactory"));
   exports.Set("setLogLevel", Napi::Function::New<SetLogLevelJs>(env, "setLogLevel"));
   exports.Set("systemInfo", Napi::Function::New<SystemInfo>(env, "systemInfo"));
+  exports.Set("externalMemory", Napi::Function::New<ExternalMemory>(env, "externalMemory"));
+  RegisterRpc(env, exports);
   exports.Set("quantize", Napi::Function::New<Quantize>(env, "quantize"));
   exports.Set("ChatTemplate", ChatTemplateWrap::Init(env));
   exports.Set("builtinChatTemplates", Napi::Function::New<BuiltinChatTemplates>(env, "builtinChatTemplates"));

@@ -3,7 +3,12 @@
 // each handle type gets a std::unique_ptr whose deleter is the matching llama free function.
 #pragma once
 
+#include <ggml-backend.h>
+#include <ggml-cpu.h>
 #include <llama.h>
+
+// llama.cpp's staging API (src/llama-ext.h), for llama_get_memory_breakdown.
+#include "../vendor/llama.cpp/src/llama-ext.h"
 
 #include <memory>
 #include <string>
@@ -53,10 +58,11 @@ class Batch {
   llama_batch batch_;
 };
 
-inline llama_model_params ModelParams(bool useMmap, bool mmapSet, bool vocabOnly) {
+// gpuLayers: layers to offload to the GPU devices (negative: all); 0 keeps the model on the CPU.
+inline llama_model_params ModelParams(bool useMmap, bool mmapSet, bool vocabOnly, int32_t gpuLayers = 0) {
   llama_model_params p = llama_model_default_params();
   if (mmapSet) p.load_mode = useMmap ? LLAMA_LOAD_MODE_MMAP : LLAMA_LOAD_MODE_NONE;
-  p.n_gpu_layers = 0;
+  p.n_gpu_layers = gpuLayers;
   p.vocab_only = vocabOnly;
   return p;
 }
@@ -121,6 +127,44 @@ inline bool Detokenize(const llama_vocab* vocab, const std::vector<llama_token>&
   }
   out.resize(static_cast<size_t>(n));
   return true;
+}
+
+// A persistent ggml CPU thread pool for a context (llama.cpp otherwise creates threads for
+// every graph it computes). The ggml-cpu functions are looked up through the backend registry,
+// so this works whether the CPU backend is linked in or loaded as a dynamic library.
+class Threadpool {
+ public:
+  // A pool that starts paused wakes up when llama.cpp first computes with it (used when the
+  // generation and batch pools differ, so that only one of them polls at a time).
+  Threadpool(int32_t nThreads, bool paused) {
+    ggml_backend_dev_t cpu = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
+    if (cpu == nullptr) return;
+    ggml_backend_reg_t reg = ggml_backend_dev_backend_reg(cpu);
+    auto* create = reinterpret_cast<decltype(ggml_threadpool_new)*>(ggml_backend_reg_get_proc_address(reg, "ggml_threadpool_new"));
+    free_ = reinterpret_cast<decltype(ggml_threadpool_free)*>(ggml_backend_reg_get_proc_address(reg, "ggml_threadpool_free"));
+    if (create == nullptr || free_ == nullptr) return;
+    ggml_threadpool_params params = ggml_threadpool_params_default(nThreads);
+    params.paused = paused;
+    pool_ = create(&params);
+  }
+  ~Threadpool() {
+    if (pool_ != nullptr) free_(pool_);
+  }
+  Threadpool(const Threadpool&) = delete;
+  Threadpool& operator=(const Threadpool&) = delete;
+
+  ggml_threadpool_t get() const { return pool_; }
+
+ private:
+  ggml_threadpool_t pool_ = nullptr;
+  decltype(ggml_threadpool_free)* free_ = nullptr;
+};
+
+// Bytes a context holds for its KV cache and compute buffers, over every buffer type.
+inline size_t ContextMemoryBytes(const llama_context* ctx) {
+  size_t total = 0;
+  for (const auto& [type, mb] : llama_get_memory_breakdown(ctx)) total += mb.context + mb.compute;
+  return total;
 }
 
 // Positions a model can use: learned absolute positions (no RoPE) stop at the training context.

@@ -50,6 +50,7 @@ export class Context {
   readonly #sessions = new Set<Session>();
   readonly #onDispose: Array<() => void> = [];
   #disposed = false;
+  #failure: LlamaError | undefined;
 
   /** @internal Use model.createContext(). */
   static async create(model: Model, options: ContextOptions): Promise<Context> {
@@ -155,6 +156,25 @@ export class Context {
     this.#onDispose.push(listener);
   }
 
+  /** @internal Why the context stopped working (an RPC server failed), if it did. */
+  get failure(): LlamaError | undefined {
+    return this.#failure;
+  }
+
+  /**
+   * @internal An RPC server this context's model uses failed: every pending and later operation
+   * fails with `error` (ERR_RPC). The native decode thread may be stuck on the lost connection
+   * and is left behind.
+   */
+  abandon(error: LlamaError): void {
+    if (this.#disposed) return;
+    this.#failure = error;
+    this.#disposed = true;
+    for (const session of [...this.#sessions]) session.fail(error);
+    this.#native.abandon(error.message);
+    for (const listener of this.#onDispose.splice(0)) listener();
+  }
+
   /** Frees the KV cache and stops the context's thread. Sessions of this context stop working. */
   dispose(): void {
     if (this.#disposed) return;
@@ -174,6 +194,7 @@ export class Context {
   }
 
   #check(): void {
+    if (this.#failure) throw this.#failure;
     if (this.#disposed) throw DisposedError.of("Context");
     if (this.model.disposed) throw new LlamaError("ERR_DISPOSED", "The model of this context has been disposed");
   }

@@ -84,6 +84,22 @@ export function invalidArgument(name: string, expected: string, got: unknown): n
   throw new LlamaError("ERR_INVALID_ARGUMENT", `${name} must be ${expected}; got ${describe(got)}`);
 }
 
+/** Throws ERR_INVALID_ARGUMENT unless `options` is undefined or an object (not null, not an array). */
+export function checkOptions(name: string, options: unknown): void {
+  if (options !== undefined && (options === null || typeof options !== "object" || Array.isArray(options))) {
+    invalidArgument(name, "an object", options);
+  }
+}
+
+/** Throws ERR_INVALID_ARGUMENT unless `signal` is undefined or an AbortSignal. */
+export function checkSignal(signal: unknown): void {
+  if (signal === undefined) return;
+  const s = signal as AbortSignal | null;
+  if (s === null || typeof s !== "object" || typeof s.aborted !== "boolean" || typeof s.addEventListener !== "function") {
+    invalidArgument("signal", "an AbortSignal", signal);
+  }
+}
+
 export function describe(value: unknown): string {
   if (value === null) return "null";
   if (typeof value === "string") return value.length > 60 ? `a string of length ${value.length}` : JSON.stringify(value);

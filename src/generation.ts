@@ -125,7 +125,13 @@ export class Generation implements AsyncIterable<GeneratedToken> {
 
   async #next(): Promise<IteratorResult<GeneratedToken>> {
     for (;;) {
-      if (this.#error) throw this.#error;
+      if (this.#error) {
+        // Stopped by its AbortSignal: the AbortError surfaces once the native loop has ended, so
+        // that the session is idle (not ERR_BUSY) for whatever the caller does next. A disposed
+        // session or context settles #finished at once.
+        if (this.#native && !this.#done) await this.#finished;
+        throw this.#error;
+      }
       if (this.#head < this.#items.length) {
         const value = this.#items[this.#head++];
         if (this.#head === this.#items.length) {

@@ -1,11 +1,10 @@
 import fs from "node:fs";
 import path from "node:path";
 
+import { renderChat, type ChatMessage, type RenderChatOptions } from "./chat.js";
 import { Context, type ContextOptions } from "./context.js";
 import { EmbeddingContext, type EmbeddingContextOptions } from "./embedding.js";
-import { AbortError, DisposedError, LlamaError, invalidArgument } from "./errors.js";
-import { metadataValues, readGguf } from "./gguf/index.js";
-import { assertLlamaCanLoad } from "./llama-checks.js";
+import { AbortError, DisposedError, LlamaError, checkOptions, checkSignal, invalidArgument } from "./errors.js";
 import {
   binding,
   type NativeModel,
@@ -13,6 +12,8 @@ import {
   type NativeSpecialTokens,
   type NativeTokenAttributes,
 } from "./native.js";
+import { checkRpcOptions, onRpcFailure } from "./rpc.js";
+import { resolveGpuLayers } from "./system.js";
 
 export interface LoadModelOptions {
   /** Called with the load progress, from 0 to 1. */
@@ -23,6 +24,20 @@ export interface LoadModelOptions {
   useMmap?: boolean;
   /** Load only the vocabulary (for tokenizing): fast, but the model cannot create contexts. */
   vocabOnly?: boolean;
+  /**
+   * Put the model's layers on ggml RPC servers ("host:port", see `llama-napi rpc-server`), as
+   * llama.cpp's --rpc does. A server that is unreachable, fails or speaks another protocol
+   * version gives ERR_RPC.
+   */
+  rpcServers?: readonly string[];
+  /** With rpcServers: the share of the layers each server gets, in order (e.g. [1, 3]). */
+  tensorSplit?: readonly number[];
+  /**
+   * Layers to offload to the GPU (a count, or "max" for all; default 0: CPU only). Needs a GPU
+   * flavour (`npx llama-napi build --backend cuda|vulkan`, Metal on macOS); without a GPU device
+   * the model runs on the CPU and a warning (code LLAMA_NAPI_NO_GPU) is emitted once.
+   */
+  gpuLayers?: number | "max";
 }
 
 /** A GGUF metadata value as JavaScript sees it (uint64 values beyond 2^53 are bigints). */
@@ -75,7 +90,10 @@ export const LARGE_METADATA_KEYS: ReadonlySet<string> = new Set([
  */
 export async function loadModel(modelPath: string, options: LoadModelOptions = {}): Promise<Model> {
   if (typeof modelPath !== "string" || modelPath === "") invalidArgument("modelPath", "a non-empty string", modelPath);
-  const { onProgress, signal, useMmap, vocabOnly } = options;
+  checkOptions("options", options);
+  const { onProgress, signal, useMmap, vocabOnly, rpcServers, tensorSplit } = options;
+  checkRpcOptions(rpcServers, tensorSplit);
+  checkSignal(signal);
   if (onProgress !== undefined && typeof onProgress !== "function") invalidArgument("onProgress", "a function", onProgress);
   if (useMmap !== undefined && typeof useMmap !== "boolean") invalidArgument("useMmap", "a boolean", useMmap);
   if (vocabOnly !== undefined && typeof vocabOnly !== "boolean") invalidArgument("vocabOnly", "a boolean", vocabOnly);
@@ -85,25 +103,34 @@ export async function loadModel(modelPath: string, options: LoadModelOptions = {
   const onAbort = () => native.abortLoad();
   signal?.addEventListener("abort", onAbort, { once: true });
   try {
-    // The header is read first: llama.cpp aborts the process on a few malformed values, which
-    // are refused before it sees the file (llama-checks.ts). When the reader fails, llama.cpp
-    // still loads the file: its error (more precise) wins over the reader's.
-    const header = await readGguf(resolved).then(
-      (file) => ({ file }),
-      (error: unknown) => ({ error }),
-    );
-    if ("file" in header) assertLlamaCanLoad(header.file, resolved);
-    await native.load(resolved, { ...(useMmap === undefined ? {} : { useMmap }), vocabOnly: vocabOnly ?? false }, onProgress);
-    if (signal?.aborted) throw new AbortError(`Loading ${resolved} was aborted`, { cause: signal.reason });
-    const read = header;
-    if ("error" in read) throw read.error;
-    const gguf = read.file;
-    const stat = await fs.promises.stat(resolved);
-    const metadata: Record<string, MetadataValue> = {};
-    for (const [key, value] of Object.entries(metadataValues(gguf))) {
-      if (!LARGE_METADATA_KEYS.has(key)) metadata[key] = value as MetadataValue;
+    // The native load reads and checks the header first: llama.cpp aborts the process on a few
+    // malformed values, which are refused there with ERR_GGUF_INVALID.
+    const loadOptions = {
+      ...(useMmap === undefined ? {} : { useMmap }),
+      vocabOnly: vocabOnly ?? false,
+      gpuLayers: resolveGpuLayers(options.gpuLayers, { remote: rpcServers !== undefined }),
+      ...(rpcServers ? { rpcServers: [...rpcServers], tensorSplit: tensorSplit ? [...tensorSplit] : undefined } : {}),
+    };
+    const loaded = native.load(resolved, loadOptions, onProgress);
+    if (rpcServers) {
+      // A server that dies while the weights are uploaded leaves the native load waiting forever:
+      // the failure notification settles the promise instead.
+      let unsubscribe = () => {};
+      const failed = new Promise<never>((_, reject) => (unsubscribe = onRpcFailure(reject)));
+      try {
+        await Promise.race([loaded, failed]);
+      } finally {
+        unsubscribe();
+      }
+    } else {
+      await loaded;
     }
-    return new Model(native, resolved, metadata, stat.size);
+    if (signal?.aborted) throw new AbortError(`Loading ${resolved} was aborted`, { cause: signal.reason });
+    const stat = await fs.promises.stat(resolved);
+    const metadata = native.metadata();
+    const model = new Model(native, resolved, metadata, stat.size);
+    if (rpcServers) model.watchRpc();
+    return model;
   } catch (err) {
     native.dispose();
     throw err;
@@ -126,6 +153,8 @@ export class Model {
   readonly #native: NativeModel;
   readonly #contexts = new Set<Context | EmbeddingContext>();
   #tensors: ReadonlyArray<{ name: string; type: string; shape: number[] }> | undefined;
+  #failure: LlamaError | undefined;
+  #unwatch: (() => void) | undefined;
   #disposed = false;
 
   /** @internal Use loadModel(). */
@@ -153,12 +182,14 @@ export class Model {
   tokenize(text: string, options: TokenizeOptions = {}): Int32Array {
     this.#check();
     if (typeof text !== "string") invalidArgument("text", "a string", text);
+    checkOptions("options", options);
     return this.#native.tokenize(text, options.addSpecial ?? true, options.parseSpecial ?? false);
   }
 
   /** Tokens to text. */
   detokenize(tokens: ArrayLike<number>, options: DetokenizeOptions = {}): string {
     this.#check();
+    checkOptions("options", options);
     return this.#native.detokenize(toTokenArray(tokens), options.removeSpecial ?? false, options.unparseSpecial ?? false);
   }
 
@@ -249,10 +280,32 @@ export class Model {
     return context;
   }
 
+  /**
+   * Renders a conversation with the model's chat template (tokenizer.chat_template) through
+   * llama.cpp's Jinja engine, or with llama.cpp's built-in templates (see renderChat()).
+   */
+  applyChatTemplate(messages: readonly ChatMessage[], options: RenderChatOptions = {}): Promise<string> {
+    this.#check();
+    return renderChat(this, messages, options);
+  }
+
+  /** @internal The model's layers are on RPC servers: when one fails, its contexts stop with ERR_RPC. */
+  watchRpc(): void {
+    const unsubscribe = onRpcFailure((error) => {
+      this.#failure = error;
+      for (const context of [...this.#contexts]) {
+        if (context instanceof Context) context.abandon(error);
+        else context.dispose();
+      }
+    });
+    this.#unwatch = unsubscribe;
+  }
+
   /** Frees the model and every context made from it. Safe to call more than once. */
   dispose(): void {
     if (this.#disposed) return;
     this.#disposed = true;
+    this.#unwatch?.();
     for (const context of [...this.#contexts]) context.dispose();
     this.#native.dispose();
   }
@@ -262,6 +315,7 @@ export class Model {
   }
 
   #check(): void {
+    if (this.#failure) throw this.#failure;
     if (this.#disposed) throw DisposedError.of("Model");
   }
 }
@@ -272,13 +326,14 @@ export function toTokenArray(tokens: ArrayLike<number>): Int32Array {
   if (tokens === null || typeof tokens !== "object" || typeof tokens.length !== "number") {
     invalidArgument("tokens", "an Int32Array or an array of token ids", tokens);
   }
-  const out = new Int32Array(tokens.length);
-  for (let i = 0; i < tokens.length; i++) {
+  const n = tokens.length;
+  if (!Number.isInteger(n) || n < 0 || n > 0x7fffffff) invalidArgument("tokens.length", "an integer from 0 to 2^31 - 1", n);
+  // Every entry is checked before anything is allocated (a huge sparse array fails at once).
+  for (let i = 0; i < n; i++) {
     const t = tokens[i];
     if (!Number.isInteger(t) || t < -0x80000000 || t > 0x7fffffff) {
       throw new LlamaError("ERR_TOKEN_INVALID", `tokens[${i}] must be an integer token id; got ${String(t)}`);
     }
-    out[i] = t;
   }
-  return out;
+  return Int32Array.from(tokens);
 }

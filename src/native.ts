@@ -1,9 +1,9 @@
 /**
  * The one module that loads the compiled addon. Everything else calls `binding()` from here.
  *
- * Lookup order (node-gyp-build): prebuilds/<platform>-<arch>/ first, then build/Release and
- * build/Debug. LLAMA_NAPI_BINARY=/path/to/addon.node overrides the lookup (for example for a
- * sanitizer build).
+ * Lookup order (node-gyp-build): build/Release and build/Debug (a build from source, e.g. by
+ * `npx llama-napi build`) first, then prebuilds/<platform>-<arch>/ (shipped in the package).
+ * LLAMA_NAPI_BINARY=/path/to/addon.node overrides the lookup (for example for a sanitizer build).
  */
 import { createRequire } from "node:module";
 import path from "node:path";
@@ -69,7 +69,11 @@ export interface NativeTokenAttributes {
 }
 
 export interface NativeModel {
-  load(path: string, options: { useMmap?: boolean; vocabOnly?: boolean }, onProgress?: (progress: number) => void): Promise<void>;
+  load(
+    path: string,
+    options: { useMmap?: boolean; vocabOnly?: boolean; rpcServers?: string[]; tensorSplit?: number[]; gpuLayers?: number },
+    onProgress?: (progress: number) => void,
+  ): Promise<void>;
   abortLoad(): void;
   info(): NativeModelInfo;
   tokenize(text: string, addSpecial: boolean, parseSpecial: boolean): Int32Array;
@@ -81,6 +85,7 @@ export interface NativeModel {
   tokenAttributes(token: number): NativeTokenAttributes;
   tokenText(token: number): string;
   metaString(key: string): string | null;
+  metadata(): Record<string, string | number | bigint | boolean | Array<string | number | boolean>>;
   embeddingRows(tensor: "token_embd.weight" | "position_embd.weight", row: number, count: number): Float32Array;
   tensors(): Array<{ name: string; type: string; shape: number[] }>;
   dispose(): void;
@@ -123,6 +128,7 @@ export interface NativeContext {
   stats(): NativeContextStats;
   embed(texts: Int32Array[], normalize: boolean): Promise<{ pooling: string; dim: number; vectors: Float32Array[] }>;
   setLora(adapters: Array<{ path: string; scale: number }>): Promise<void>;
+  abandon(message: string): void;
   dispose(): void;
 }
 
@@ -218,13 +224,30 @@ export interface NativeSession {
   dispose(): void;
 }
 
+/** A ggml device as native/Backends.cc reports it. */
+export interface NativeDevice {
+  name: string;
+  description: string;
+  /** The backend's registry name ("CPU", "CUDA", "Vulkan", "Metal", "RPC", ...). */
+  backend: string;
+  type: "cpu" | "gpu" | "igpu" | "accel" | "other";
+  /** The file the backend comes from: a module (libggml-cpu-haswell.so) or the addon itself. */
+  library: string;
+  /** The backend's features ("AVX2", "AVX512", "CUDA_ARCHS=900", ...). */
+  features: string[];
+  memoryTotal: number;
+  memoryFree: number;
+}
+
 export interface NativeSystemInfo {
   llamaSystemInfo: string;
   supportsMmap: boolean;
   supportsGpuOffload: boolean;
   supportsRpc: boolean;
   maxSequences: number;
-  devices: Array<{ name: string; description: string; backend: string }>;
+  /** The folder backend modules were loaded from (the addon's, or LLAMA_NAPI_BACKEND_DIR). */
+  backendDir: string;
+  devices: NativeDevice[];
 }
 
 export interface NativeQuantizeOptions {
@@ -258,6 +281,11 @@ export interface NativeBinding {
   setErrorFactory(factory: (code: string, message: string) => Error): void;
   setLogLevel(level: number): void;
   systemInfo(): NativeSystemInfo;
+  /** @internal V8's external-memory count, which models and contexts report their memory to. */
+  externalMemory(): number;
+  rpcServe(endpoint: string, threads: number, memoryMiB: number): void;
+  rpcProbe(endpoint: string, timeoutMs: number): Promise<void>;
+  setRpcFailureHandler(handler: (message: string) => void): void;
   quantize(input: string, output: string, options: NativeQuantizeOptions, onProgress?: (progress: number) => void): NativeQuantizeJob;
   ChatTemplate: new (model: NativeModel | null, options: { template?: string; bosToken?: string; eosToken?: string }) => NativeChatTemplate;
   builtinChatTemplates(): string[];
@@ -271,15 +299,22 @@ function loadBinding(): NativeBinding {
   try {
     if (override) {
       tried.push(override);
-      return require(override) as NativeBinding;
+      const loaded = require(override) as NativeBinding;
+      loadedFrom = path.resolve(override);
+      return loaded;
     }
+    // node-gyp-build's order: a build from source (build/) wins over the shipped prebuilds/.
     tried.push(
-      path.join(packageRoot, "prebuilds", `${process.platform}-${process.arch}`),
       path.join(packageRoot, "build", "Release"),
       path.join(packageRoot, "build", "Debug"),
+      path.join(packageRoot, "prebuilds", `${process.platform}-${process.arch}`),
     );
-    const nodeGypBuild = require("node-gyp-build") as (dir: string) => unknown;
-    return nodeGypBuild(packageRoot) as NativeBinding;
+    const nodeGypBuild = require("node-gyp-build") as { resolve(dir: string): string };
+    const file = nodeGypBuild.resolve(packageRoot);
+    tried.splice(0, tried.length, file);
+    const loaded = require(file) as NativeBinding;
+    loadedFrom = file;
+    return loaded;
   } catch (err) {
     cause = err;
   }
@@ -289,13 +324,20 @@ function loadBinding(): NativeBinding {
     `Could not load the llama-napi native addon for ${process.platform}-${process.arch} (Node ${process.version}).\n` +
       `Looked in:\n${tried.map((t) => `  - ${t}`).join("\n")}\n` +
       `Reason: ${detail}\n` +
-      "To fix it: build from source with `npx llama-napi build` (needs cmake, a C++17 compiler and git), " +
+      "To fix it: build from source with `npx llama-napi build` (needs cmake and a C++17 compiler), " +
       "or in a clone of the repository run `npm install`. Set LLAMA_NAPI_BINARY to load a specific .node file.",
     { cause },
   );
 }
 
 let cached: NativeBinding | undefined;
+let loadedFrom: string | undefined;
+
+/** The .node file the addon was loaded from (loads it if needed). */
+export function bindingPath(): string {
+  binding();
+  return loadedFrom ?? "";
+}
 
 /** The native addon, loaded on first use (pure-TypeScript features work without it). */
 export function binding(): NativeBinding {

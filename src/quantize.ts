@@ -13,7 +13,6 @@ import path from "node:path";
 import { defaultThreads } from "./context.js";
 import { AbortError, LlamaError, invalidArgument } from "./errors.js";
 import { readGguf } from "./gguf/index.js";
-import { assertLlamaCanLoad } from "./llama-checks.js";
 import { binding } from "./native.js";
 
 /** The quantisation types llama-napi offers (llama.cpp's llama-quantize names). */
@@ -141,7 +140,6 @@ export async function quantize(input: string, output: string, options: QuantizeO
   const inputPath = path.resolve(input);
   const outputPath = path.resolve(output);
   const header = await readGguf(inputPath, { maxArrayLength: 0 });
-  assertLlamaCanLoad(header, inputPath); // llama.cpp would abort the process on these
   if (header.tensors.length === 0) {
     throw new LlamaError("ERR_QUANTIZE", `${inputPath} has no tensors (a vocabulary-only file?): there is nothing to quantise`);
   }

@@ -99,15 +99,29 @@ export function toNativeSampling(options: SamplingOptions): NativeSampling {
     out.order = [...options.samplerOrder];
   }
   if (options.logitBias !== undefined) out.logitBias = logitBiasPairs(options.logitBias);
-  if (options.jsonSchema !== undefined) {
-    out.jsonSchema = typeof options.jsonSchema === "string" ? options.jsonSchema : JSON.stringify(options.jsonSchema);
-  }
+  if (options.jsonSchema !== undefined) out.jsonSchema = schemaText(options.jsonSchema);
   return out as NativeSampling;
+}
+
+function schemaText(schema: unknown): string {
+  if (typeof schema === "string") return schema;
+  if (schema === null || typeof schema !== "object") invalidArgument("jsonSchema", "an object or its JSON text", schema);
+  try {
+    return JSON.stringify(schema);
+  } catch (err) {
+    // Circular objects and bigints have no JSON form.
+    return invalidArgument("jsonSchema", `an object that converts to JSON (${(err as Error).message})`, schema);
+  }
 }
 
 function logitBiasPairs(bias: NonNullable<SamplingOptions["logitBias"]>): Array<[number, number]> {
   if (bias instanceof Map) return [...bias.entries()];
-  if (Array.isArray(bias)) return bias.map((pair) => [pair[0], pair[1]] as [number, number]);
+  if (Array.isArray(bias)) {
+    return bias.map((pair: unknown) => {
+      if (!Array.isArray(pair) || pair.length !== 2) invalidArgument("logitBias", "an array of [token, bias] pairs", pair);
+      return [pair[0], pair[1]] as [number, number];
+    });
+  }
   if (typeof bias === "object" && bias !== null) {
     return Object.entries(bias).map(([token, value]) => [Number(token), value as number]);
   }

@@ -2,7 +2,7 @@ import fs from "node:fs";
 import path from "node:path";
 
 import type { Context } from "./context.js";
-import { AbortError, DisposedError, LlamaError, invalidArgument } from "./errors.js";
+import { AbortError, DisposedError, LlamaError, checkOptions, checkSignal, invalidArgument } from "./errors.js";
 import { Generation } from "./generation.js";
 import { toTokenArray } from "./model.js";
 import type { NativeSession } from "./native.js";
@@ -101,9 +101,11 @@ export class Session {
    */
   prompt(input: string | ArrayLike<number>, options: PromptOptions = {}): Promise<PromptResult> {
     this.#check();
+    checkOptions("options", options);
     const append = options.append ?? false;
     if (typeof append !== "boolean") invalidArgument("append", "a boolean", append);
     const { signal } = options;
+    checkSignal(signal);
     if (signal?.aborted) return Promise.reject(new AbortError("The prompt was aborted", { cause: signal.reason }));
     return this.#enqueue(async () => {
       const tokens = typeof input === "string" ? this.#tokenize(input, append, options) : toTokenArray(input);
@@ -141,6 +143,8 @@ export class Session {
     if (maxTokens !== undefined && (!Number.isInteger(maxTokens) || maxTokens < 1)) {
       invalidArgument("maxTokens", "a positive integer", maxTokens);
     }
+    checkSignal(signal);
+    if (stop !== undefined && typeof stop !== "string" && !Array.isArray(stop)) invalidArgument("stop", "a string or an array of strings", stop);
     const stops = stop === undefined ? [] : typeof stop === "string" ? [stop] : [...stop];
     for (const s of stops) {
       if (typeof s !== "string" || s === "") invalidArgument("stop", "non-empty strings", s);
@@ -252,7 +256,9 @@ export class Session {
 
   /** Saves the state to a file atomically (a temporary file is written, then renamed). */
   async saveStateFile(filePath: string): Promise<void> {
-    if (typeof filePath !== "string" || filePath === "") invalidArgument("filePath", "a non-empty string", filePath);
+    if (typeof filePath !== "string" || filePath === "" || filePath.includes("\0")) {
+      invalidArgument("filePath", "a non-empty string without NUL characters", filePath);
+    }
     const data = await this.saveState();
     const target = path.resolve(filePath);
     const temp = `${target}.${process.pid}.${Date.now()}.tmp`;
@@ -267,9 +273,14 @@ export class Session {
 
   /** Restores the state from a file written by saveStateFile(). */
   async loadStateFile(filePath: string): Promise<void> {
-    if (typeof filePath !== "string" || filePath === "") invalidArgument("filePath", "a non-empty string", filePath);
+    if (typeof filePath !== "string" || filePath === "" || filePath.includes("\0")) {
+      invalidArgument("filePath", "a non-empty string without NUL characters", filePath);
+    }
     let data: Buffer;
     try {
+      // Only a regular file: reading a FIFO with no writer would wait forever.
+      const stat = await fs.promises.stat(filePath);
+      if (!stat.isFile()) throw Object.assign(new Error(`${filePath} is not a regular file`), { code: "ENOTFILE" });
       data = await fs.promises.readFile(filePath);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code === "ENOENT" ? "ERR_FILE_NOT_FOUND" : "ERR_FILE_UNREADABLE";
@@ -281,6 +292,14 @@ export class Session {
   /** @internal */
   onDispose(listener: () => void): void {
     this.#onDispose.push(listener);
+  }
+
+  /** @internal The context failed (RPC): end what is running with `error`; later calls throw it. */
+  fail(error: LlamaError): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    this.#current?.cancel(error);
+    for (const listener of this.#onDispose.splice(0)) listener();
   }
 
   /** Frees the session's sequence (a running generation or prompt is aborted). */
@@ -324,6 +343,7 @@ export class Session {
   }
 
   #check(): void {
+    if (this.context.failure) throw this.context.failure;
     if (this.#disposed) throw DisposedError.of("Session");
     if (this.context.disposed) throw new LlamaError("ERR_DISPOSED", "The context of this session has been disposed");
   }

@@ -1,11 +1,86 @@
+import path from "node:path";
+
 import { invalidArgument } from "./errors.js";
-import { binding, type NativeSystemInfo } from "./native.js";
+import { binding, bindingPath, packageRoot, type NativeDevice, type NativeSystemInfo } from "./native.js";
 
-export type SystemInfo = NativeSystemInfo;
+export type Device = NativeDevice;
 
-/** What the native build offers: CPU features, devices, mmap, GPU offload and RPC support. */
+export interface SystemInfo extends NativeSystemInfo {
+  /**
+   * The CPU backend in use: the variant module chosen for this CPU ("haswell", "skylakex", "zen4",
+   * ... from libggml-cpu-<variant>.so) in a build with every variant (the prebuilt binaries);
+   * "default" for a single CPU module (a GPU flavour built without the variants); "native" when the
+   * CPU backend is compiled into the addon for the machine that built it (a source build);
+   * null when there is no CPU device.
+   */
+  cpuVariant: string | null;
+  /** The backends are modules loaded at run time from backendDir (else linked into the addon). */
+  dynamicBackends: boolean;
+  /** The addon file in use. */
+  binary: string;
+  /** Whether that file is a shipped prebuilt binary (prebuilds/) rather than a build from source. */
+  prebuilt: boolean;
+  /** GPU devices (discrete or integrated) that layers can be offloaded to. */
+  gpuDevices: Device[];
+}
+
+/** The CPU variant named by a backend's library file (see SystemInfo.cpuVariant). */
+export function cpuVariantOf(library: string): string | null {
+  if (library === "") return null;
+  const variant = /ggml-cpu-([\w.]+?)\.(so|dylib|dll)$/.exec(library);
+  if (variant) return variant[1] ?? null;
+  if (/ggml-cpu\.(so|dylib|dll)$/.test(library)) return "default";
+  return library.endsWith(".node") ? "native" : null;
+}
+
+function isInside(dir: string, file: string): boolean {
+  const rel = path.relative(dir, file);
+  return rel !== "" && !rel.startsWith("..") && !path.isAbsolute(rel);
+}
+
+/** What the native build offers: CPU features and variant, devices, mmap, GPU offload and RPC support. */
 export function systemInfo(): SystemInfo {
-  return binding().systemInfo();
+  const info = binding().systemInfo();
+  const binary = bindingPath();
+  const addon = path.basename(binary);
+  const cpu = info.devices.find((d) => d.type === "cpu");
+  return {
+    ...info,
+    cpuVariant: cpu ? cpuVariantOf(cpu.library) : null,
+    dynamicBackends: info.devices.some((d) => d.library !== "" && d.library !== addon),
+    binary,
+    prebuilt: isInside(path.join(packageRoot, "prebuilds"), binary),
+    gpuDevices: info.devices.filter((d) => d.type === "gpu" || d.type === "igpu"),
+  };
+}
+
+let warnedNoGpu = false;
+
+/**
+ * The n_gpu_layers to load a model with, for loadModel's `gpuLayers` option (a layer count, or
+ * "max" for every layer). With no GPU device (a CPU-only build, or a GPU backend whose driver or
+ * device is missing) the model stays on the CPU: 0, and a warning (code LLAMA_NAPI_NO_GPU) is
+ * emitted once per process.
+ */
+export function resolveGpuLayers(gpuLayers: number | "max" | undefined, options: { remote?: boolean } = {}): number {
+  if (gpuLayers === undefined || gpuLayers === 0) return 0;
+  if (gpuLayers !== "max" && !(Number.isInteger(gpuLayers) && gpuLayers > 0 && gpuLayers <= 100_000)) {
+    invalidArgument("gpuLayers", 'a non-negative integer or "max"', gpuLayers);
+  }
+  const layers = gpuLayers === "max" ? -1 : gpuLayers;
+  // Layers on RPC servers: their devices join at load time.
+  if (options.remote) return layers;
+  const info = binding().systemInfo();
+  if (info.devices.some((d) => d.type === "gpu" || d.type === "igpu")) return layers;
+  if (!warnedNoGpu) {
+    warnedNoGpu = true;
+    process.emitWarning(
+      `gpuLayers=${String(gpuLayers)} was asked for, but no GPU device is available (devices: ${info.devices.map((d) => d.name).join(", ") || "none"}); ` +
+        "the model runs on the CPU. `llama-napi info` shows the backends; `npx llama-napi build --backend cuda|vulkan` builds a GPU flavour.",
+      { type: "LlamaNapiWarning", code: "LLAMA_NAPI_NO_GPU" },
+    );
+  }
+  return 0;
 }
 
 export type LogLevel = "debug" | "info" | "warn" | "error" | "none";

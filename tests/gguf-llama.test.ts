@@ -246,7 +246,7 @@ describe("loadModel on malformed files", () => {
 });
 
 describe("header values llama.cpp aborts on", () => {
-  // One file per GGML_ASSERT that src/llama-checks.ts mirrors; each of them aborted the process
+  // One file per GGML_ASSERT that native/GgufCheck.cc mirrors; each of them aborted the process
   // (SIGABRT) before the checks existed. Loaded in a child process, so a regression is a failed
   // test instead of a dead test run.
   const VARIANTS: Record<string, GgufMetadata> = {

@@ -145,7 +145,28 @@ async function sampling() {
   return out;
 }
 
-const modes = { speed, tokenize, batched, sampling };
+/** Prompt and greedy generation, with the layers local or on RPC servers (task.rpcServers). */
+async function rpc() {
+  const { model, loadMs } = await load(task.model, task.rpcServers ? { rpcServers: task.rpcServers } : {});
+  const context = await model.createContext(task.context);
+  const warm = context.createSession();
+  await warm.prompt(task.prompt);
+  await warm.generate({ maxTokens: 4, temperature: 0 }).collect();
+  warm.dispose();
+  const session = context.createSession();
+  const start = performance.now();
+  const prompted = await session.prompt(task.prompt);
+  const promptMs = performance.now() - start;
+  const gen = await timedGenerate(session, { maxTokens: task.nGen + 1, temperature: 0 });
+  return {
+    loadMs,
+    promptTokensPerS: prompted.evaluated / (promptMs / 1e3),
+    genTokens: gen.count,
+    genTokensPerS: (gen.count - 1) / ((gen.last - gen.first) / 1e3),
+  };
+}
+
+const modes = { speed, tokenize, batched, sampling, rpc };
 if (!(task.mode in modes)) throw new Error(`unknown mode ${task.mode}`);
 const result = await modes[task.mode]();
 process.stdout.write(`${JSON.stringify(result)}\n`);

@@ -5,6 +5,11 @@ import { generateUsage, runGenerate } from "./generate.js";
 import { makeGpt2Usage, runMakeGpt2 } from "./make-gpt2.js";
 import { inspectUsage, runInspect } from "./inspect.js";
 import { quantizeUsage, runQuantize } from "./quantize.js";
+import { explainUsage, runExplain } from "./explain.js";
+import { serveUsage, runServe } from "./serve.js";
+import { rpcServerUsage, runRpcServer } from "./rpc-server.js";
+import { buildUsage, runBuild } from "./build.js";
+import { infoUsage, runInfo } from "./info.js";
 
 interface Command {
   usage: string;
@@ -16,6 +21,11 @@ const COMMANDS: Record<string, Command> = {
   "make-gpt2": { usage: makeGpt2Usage, run: runMakeGpt2 },
   inspect: { usage: inspectUsage, run: runInspect },
   quantize: { usage: quantizeUsage, run: runQuantize },
+  explain: { usage: explainUsage, run: runExplain },
+  serve: { usage: serveUsage, run: runServe },
+  "rpc-server": { usage: rpcServerUsage, run: runRpcServer },
+  info: { usage: infoUsage, run: runInfo },
+  build: { usage: buildUsage, run: runBuild },
 };
 
 function help(): string {

@@ -1,5 +1,6 @@
+import { ensureDist } from "./dist.js";
 import { ensureFixtures } from "./fixtures.js";
 
 export default async function setup(): Promise<void> {
-  await ensureFixtures();
+  await Promise.all([ensureFixtures(), ensureDist()]);
 }

@@ -1,0 +1,202 @@
+#include "GgufCheck.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <optional>
+#include <string_view>
+#include <unordered_map>
+
+#include "log.h"
+
+namespace llama_napi {
+namespace {
+
+// LLAMA_MAX_LAYERS / LLAMA_MAX_EXPERTS (src/llama-hparams.h) at the pinned commit.
+constexpr double kMaxLayers = 512;
+constexpr double kMaxExperts = 1024;
+
+// Keys whose values are the vocabulary itself (kept out of model.metadata).
+bool IsVocabularyKey(std::string_view key) {
+  return key == "tokenizer.ggml.tokens" || key == "tokenizer.ggml.scores" || key == "tokenizer.ggml.token_type" ||
+         key == "tokenizer.ggml.merges" || key == "tokenizer.ggml.precompiled_charsmap";
+}
+
+// A numeric scalar as double; nullopt when missing or not numeric.
+std::optional<double> Number(const gguf_context* g, const std::string& key) {
+  const int64_t id = gguf_find_key(g, key.c_str());
+  if (id < 0) return std::nullopt;
+  switch (gguf_get_kv_type(g, id)) {
+    case GGUF_TYPE_UINT8: return gguf_get_val_u8(g, id);
+    case GGUF_TYPE_INT8: return gguf_get_val_i8(g, id);
+    case GGUF_TYPE_UINT16: return gguf_get_val_u16(g, id);
+    case GGUF_TYPE_INT16: return gguf_get_val_i16(g, id);
+    case GGUF_TYPE_UINT32: return gguf_get_val_u32(g, id);
+    case GGUF_TYPE_INT32: return gguf_get_val_i32(g, id);
+    case GGUF_TYPE_UINT64: return static_cast<double>(gguf_get_val_u64(g, id));
+    case GGUF_TYPE_INT64: return static_cast<double>(gguf_get_val_i64(g, id));
+    case GGUF_TYPE_FLOAT32: return gguf_get_val_f32(g, id);
+    case GGUF_TYPE_FLOAT64: return gguf_get_val_f64(g, id);
+    default: return std::nullopt;
+  }
+}
+
+double ArrayItem(const void* data, gguf_type type, size_t i) {
+  switch (type) {
+    case GGUF_TYPE_UINT8: return static_cast<const uint8_t*>(data)[i];
+    case GGUF_TYPE_INT8: return static_cast<const int8_t*>(data)[i];
+    case GGUF_TYPE_UINT16: return static_cast<const uint16_t*>(data)[i];
+    case GGUF_TYPE_INT16: return static_cast<const int16_t*>(data)[i];
+    case GGUF_TYPE_UINT32: return static_cast<const uint32_t*>(data)[i];
+    case GGUF_TYPE_INT32: return static_cast<const int32_t*>(data)[i];
+    case GGUF_TYPE_UINT64: return static_cast<double>(static_cast<const uint64_t*>(data)[i]);
+    case GGUF_TYPE_INT64: return static_cast<double>(static_cast<const int64_t*>(data)[i]);
+    case GGUF_TYPE_FLOAT32: return static_cast<const float*>(data)[i];
+    case GGUF_TYPE_FLOAT64: return static_cast<const double*>(data)[i];
+    case GGUF_TYPE_BOOL: return static_cast<const int8_t*>(data)[i];
+    default: return 0;
+  }
+}
+
+// The largest value of a numeric scalar or array (llama.cpp's get_key_or_arr reads either).
+std::optional<double> MaxOf(const gguf_context* g, const std::string& key) {
+  const int64_t id = gguf_find_key(g, key.c_str());
+  if (id < 0 || gguf_get_kv_type(g, id) != GGUF_TYPE_ARRAY) return Number(g, key);
+  const gguf_type type = gguf_get_arr_type(g, id);
+  if (type == GGUF_TYPE_STRING || type == GGUF_TYPE_ARRAY) return std::nullopt;
+  const size_t n = gguf_get_arr_n(g, id);
+  if (n == 0) return std::nullopt;
+  const void* data = gguf_get_arr_data(g, id);
+  double max = ArrayItem(data, type, 0);
+  for (size_t i = 1; i < n; i++) max = std::max(max, ArrayItem(data, type, i));
+  return max;
+}
+
+// llama-vocab.cpp: GGML_ASSERT(id_to_token.size() == token_to_id.size()): no two equal tokens
+// (an empty token is renamed "[EMPTY_<i>]" before it is indexed).
+std::string DuplicateToken(const gguf_context* g) {
+  const int64_t id = gguf_find_key(g, "tokenizer.ggml.tokens");
+  if (id < 0 || gguf_get_kv_type(g, id) != GGUF_TYPE_ARRAY || gguf_get_arr_type(g, id) != GGUF_TYPE_STRING) return "";
+  const size_t n = gguf_get_arr_n(g, id);
+  std::unordered_map<std::string, size_t> seen;
+  seen.reserve(n);
+  for (size_t i = 0; i < n; i++) {
+    std::string text = gguf_get_arr_str(g, id, i);
+    if (text.empty()) text = "[EMPTY_" + std::to_string(i) + "]";
+    auto [it, inserted] = seen.emplace(std::move(text), i);
+    if (!inserted) {
+      return "tokens " + std::to_string(it->second) + " and " + std::to_string(i) +
+             " of tokenizer.ggml.tokens are the same string; every token must be unique";
+    }
+  }
+  return "";
+}
+
+// llama-model.cpp load_hparams: the asserts on layer and expert counts and the RoPE scaling type.
+std::string BadHyperparameters(const gguf_context* g) {
+  const int64_t archId = gguf_find_key(g, "general.architecture");
+  if (archId < 0 || gguf_get_kv_type(g, archId) != GGUF_TYPE_STRING) return "";
+  const std::string arch = gguf_get_val_str(g, archId);
+  auto key = [&](const char* name) { return arch + "." + name; };
+  const std::optional<double> layers = Number(g, key("block_count"));
+  if (layers && !(*layers > 0 && *layers <= kMaxLayers)) {
+    return key("block_count") + " is " + std::to_string(*layers) + "; llama.cpp needs 1 to 512 layers";
+  }
+  const std::optional<double> nextn = Number(g, key("nextn_predict_layers"));
+  if (layers && nextn && *nextn > *layers) return key("nextn_predict_layers") + " is larger than " + key("block_count");
+  const double experts = Number(g, key("expert_count")).value_or(0);
+  const double used = MaxOf(g, key("expert_used_count")).value_or(0);
+  const double groups = Number(g, key("expert_group_count")).value_or(0);
+  const double groupsUsed = Number(g, key("expert_group_used_count")).value_or(0);
+  const char* problem = experts > kMaxExperts                        ? "more than 1024 experts"
+                        : used > experts                             ? "more experts used than there are"
+                        : experts > 0 && used <= 0                   ? "experts but none used"
+                        : experts > 0 && groups >= experts           ? "at least as many expert groups as experts"
+                        : experts > 0 && groups > 1 && (std::fmod(experts, groups) != 0 || groupsUsed <= 0 || groupsUsed >= groups)
+                            ? "an inconsistent expert grouping"
+                        : experts == 0 && groups != 0 ? "expert groups but no experts"
+                                                      : nullptr;
+  if (problem != nullptr) return std::string("the expert counts describe ") + problem;
+  const int64_t rope = gguf_find_key(g, key("rope.scaling.type").c_str());
+  if (rope >= 0 && gguf_get_kv_type(g, rope) == GGUF_TYPE_STRING) {
+    const std::string type = gguf_get_val_str(g, rope);
+    if (type != "none" && type != "linear" && type != "yarn" && type != "longrope") {
+      return key("rope.scaling.type") + " is \"" + type + "\"; llama.cpp knows none, linear, yarn, longrope";
+    }
+  }
+  return "";
+}
+
+Napi::Value Scalar(Napi::Env env, const gguf_context* g, int64_t id, gguf_type type) {
+  switch (type) {
+    case GGUF_TYPE_STRING: return Napi::String::New(env, gguf_get_val_str(g, id));
+    case GGUF_TYPE_BOOL: return Napi::Boolean::New(env, gguf_get_val_bool(g, id));
+    case GGUF_TYPE_UINT64: {
+      const uint64_t v = gguf_get_val_u64(g, id);
+      return v <= (1ULL << 53) ? Napi::Value(Napi::Number::New(env, static_cast<double>(v))) : Napi::BigInt::New(env, v);
+    }
+    case GGUF_TYPE_INT64: {
+      const int64_t v = gguf_get_val_i64(g, id);
+      return std::llabs(v) <= (1LL << 53) ? Napi::Value(Napi::Number::New(env, static_cast<double>(v))) : Napi::BigInt::New(env, v);
+    }
+    default: return Napi::Number::New(env, Number(g, gguf_get_key(g, id)).value_or(0));
+  }
+}
+
+Napi::Value Array(Napi::Env env, const gguf_context* g, int64_t id) {
+  const gguf_type type = gguf_get_arr_type(g, id);
+  const size_t n = gguf_get_arr_n(g, id);
+  Napi::Array out = Napi::Array::New(env, n);
+  if (type == GGUF_TYPE_STRING) {
+    for (size_t i = 0; i < n; i++) out.Set(static_cast<uint32_t>(i), Napi::String::New(env, gguf_get_arr_str(g, id, i)));
+    return out;
+  }
+  const void* data = gguf_get_arr_data(g, id);
+  for (size_t i = 0; i < n; i++) {
+    Napi::Value item;
+    if (type == GGUF_TYPE_UINT64 && static_cast<const uint64_t*>(data)[i] > (1ULL << 53)) {
+      item = Napi::BigInt::New(env, static_cast<const uint64_t*>(data)[i]);
+    } else if (type == GGUF_TYPE_INT64 && std::llabs(static_cast<const int64_t*>(data)[i]) > (1LL << 53)) {
+      item = Napi::BigInt::New(env, static_cast<const int64_t*>(data)[i]);
+    } else if (type == GGUF_TYPE_BOOL) {
+      item = Napi::Boolean::New(env, ArrayItem(data, type, i) != 0);
+    } else {
+      item = Napi::Number::New(env, ArrayItem(data, type, i));
+    }
+    out.Set(static_cast<uint32_t>(i), item);
+  }
+  return out;
+}
+
+}  // namespace
+
+Failure ReadGgufHeader(const std::string& path, GgufPtr& out) {
+  LogCapture capture;
+  gguf_init_params params{/*no_alloc=*/true, /*ctx=*/nullptr};
+  out.reset(gguf_init_from_file(path.c_str(), params));
+  if (!out) {
+    return {"ERR_GGUF_INVALID", "The GGUF file " + path + " is invalid or truncated. llama.cpp said: " + capture.Text()};
+  }
+  return {};
+}
+
+Failure CheckLoadable(const gguf_context* g, const std::string& path) {
+  std::string problem = DuplicateToken(g);
+  if (problem.empty()) problem = BadHyperparameters(g);
+  if (problem.empty()) return {};
+  return {"ERR_GGUF_INVALID", "The GGUF file " + path + " cannot be loaded: " + problem +
+                                  ". The file is damaged or was written by a faulty tool."};
+}
+
+Napi::Object MetadataToJs(Napi::Env env, const gguf_context* g) {
+  Napi::Object out = Napi::Object::New(env);
+  for (int64_t id = 0; id < gguf_get_n_kv(g); id++) {
+    const char* key = gguf_get_key(g, id);
+    if (IsVocabularyKey(key)) continue;
+    const gguf_type type = gguf_get_kv_type(g, id);
+    out.Set(key, type == GGUF_TYPE_ARRAY ? Array(env, g, id) : Scalar(env, g, id, type));
+  }
+  return out;
+}
+
+}  // namespace llama_napi

@@ -1,0 +1,142 @@
+#!/usr/bin/env node
+/**
+ * npm run test:asan [-- vitest args]: builds the addon, llama.cpp and ggml with AddressSanitizer
+ * and UndefinedBehaviorSanitizer into build-asan/ (CMake option LLAMA_NAPI_SANITIZE), then runs
+ * the vitest suite against that binary with LeakSanitizer on.
+ *
+ * Node itself is not instrumented, so the ASan runtime is preloaded (LD_PRELOAD) into every
+ * process: vitest's main process, its worker processes (they inherit the environment) and every
+ * child process a test starts. Each report is written to build-asan/sanitizer-logs/ (log_path)
+ * and the process exits with code 23; after the run any file there fails the run, with its
+ * contents printed. Suppressions (scripts/asan-lsan.supp, documented in the README) cover leaks
+ * inside Node/V8 only.
+ *
+ *   --skip-build     use the existing build-asan/ binary
+ *   --build-only     only build
+ *   --jobs N         parallel compile jobs (default: the CPU count)
+ */
+import { spawnSync } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+const buildDir = path.join(root, "build-asan");
+// cmake-js puts the binary in a folder named after the configuration.
+const binary = path.join(buildDir, "RelWithDebInfo", "llama_napi.node");
+const logDir = path.join(buildDir, "sanitizer-logs");
+const suppressions = path.join(root, "scripts", "asan-lsan.supp");
+const lockFile = "/tmp/llama-napi-build.lock";
+
+const argv = process.argv.slice(2);
+const flag = (name) => {
+  const i = argv.indexOf(name);
+  if (i >= 0) argv.splice(i, 1);
+  return i >= 0;
+};
+const option = (name) => {
+  const i = argv.indexOf(name);
+  if (i < 0) return undefined;
+  const [, value] = argv.splice(i, 2);
+  return value;
+};
+const skipBuild = flag("--skip-build");
+const buildOnly = flag("--build-only");
+const jobs = Number(option("--jobs") ?? os.availableParallelism());
+
+function run(cmd, args, opts = {}) {
+  console.log(`$ ${[cmd, ...args].join(" ")}`);
+  const r = spawnSync(cmd, args, { stdio: "inherit", cwd: root, ...opts });
+  if (r.error) throw r.error;
+  return r.status ?? 1;
+}
+
+function hasFlock() {
+  return spawnSync("flock", ["--version"], { stdio: "ignore" }).status === 0;
+}
+
+function build() {
+  const cmakeJs = path.join(root, "node_modules", "cmake-js", "bin", "cmake-js");
+  const args = [
+    cmakeJs, "build", "--out", "build-asan", "--config", "RelWithDebInfo", "--parallel", String(jobs),
+    "--CDLLAMA_NAPI_SANITIZE=ON",
+    // -O1 and line tables: readable stacks at a bearable speed; NDEBUG as in the release build.
+    "--CDCMAKE_C_FLAGS_RELWITHDEBINFO=-O1 -g1 -DNDEBUG",
+    "--CDCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1 -DNDEBUG",
+  ];
+  // The main build and the sanitizer build share the machine: one native build at a time.
+  const status = hasFlock() ? run("flock", [lockFile, process.execPath, ...args]) : run(process.execPath, args);
+  if (status !== 0) {
+    console.error("test:asan: the sanitizer build failed");
+    process.exit(status);
+  }
+}
+
+/** The ASan runtime of the compiler that built build-asan/ (gcc's or clang's). */
+function asanRuntime() {
+  const cache = fs.readFileSync(path.join(buildDir, "CMakeCache.txt"), "utf8");
+  const compiler = /^CMAKE_CXX_COMPILER:\w+=(.+)$/m.exec(cache)?.[1] ?? "g++";
+  for (const name of ["libasan.so", "libclang_rt.asan-x86_64.so", "libclang_rt.asan-aarch64.so"]) {
+    const r = spawnSync(compiler, [`-print-file-name=${name}`], { encoding: "utf8" });
+    const file = r.stdout?.trim();
+    if (file && path.isAbsolute(file) && fs.existsSync(file)) return fs.realpathSync(file);
+  }
+  throw new Error(`test:asan: cannot find the ASan runtime of ${compiler}`);
+}
+
+/** The environment that makes every process a sanitizer run writing reports to logDir. */
+function sanitizerEnv(runtime) {
+  const common = `log_path=${path.join(logDir, "report")}:log_exe_name=1`;
+  return {
+    LD_PRELOAD: [runtime, process.env.LD_PRELOAD].filter(Boolean).join(" "),
+    LLAMA_NAPI_BINARY: binary,
+    LLAMA_NAPI_SANITIZER: "asan",
+    ASAN_OPTIONS: [
+      "detect_leaks=1",
+      "exitcode=23",
+      // V8 and the addon are separate DSOs built by different compilers; Node's own globals are
+      // not instrumented, so ODR checks across them only produce noise (see the README).
+      "detect_odr_violation=0",
+      "abort_on_error=0",
+      "allocator_may_return_null=1",
+      "handle_segv=1",
+      "strict_string_checks=1",
+      "detect_stack_use_after_return=0",
+      common,
+    ].join(":"),
+    LSAN_OPTIONS: [`suppressions=${suppressions}`, "print_suppressions=0", "exitcode=23", common].join(":"),
+    UBSAN_OPTIONS: ["halt_on_error=1", "print_stacktrace=1", "exitcode=23", common].join(":"),
+  };
+}
+
+function reports() {
+  if (!fs.existsSync(logDir)) return [];
+  return fs.readdirSync(logDir).map((f) => path.join(logDir, f));
+}
+
+if (!skipBuild) build();
+if (buildOnly) process.exit(0);
+if (!fs.existsSync(binary)) {
+  console.error(`test:asan: ${binary} is missing; run without --skip-build`);
+  process.exit(1);
+}
+fs.rmSync(logDir, { recursive: true, force: true });
+fs.mkdirSync(logDir, { recursive: true });
+const runtime = asanRuntime();
+const env = { ...process.env, ...sanitizerEnv(runtime) };
+console.log(`test:asan: preloading ${runtime}\ntest:asan: reports go to ${logDir}`);
+const vitest = path.join(root, "node_modules", "vitest", "vitest.mjs");
+const started = Date.now();
+const status = run(process.execPath, [vitest, "run", ...argv], { env });
+const seconds = ((Date.now() - started) / 1000).toFixed(0);
+const found = reports();
+for (const file of found) {
+  console.error(`\n===== ${path.relative(root, file)} =====\n${fs.readFileSync(file, "utf8")}`);
+}
+if (found.length > 0) {
+  console.error(`test:asan: ${found.length} sanitizer report(s) (vitest exit ${status}, ${seconds} s)`);
+  process.exit(1);
+}
+console.log(`test:asan: no sanitizer reports (vitest exit ${status}, ${seconds} s)`);
+process.exit(status);

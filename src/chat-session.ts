@@ -1,0 +1,313 @@
+/**
+ * A conversation with a model: the history is rendered with the model's chat template at every
+ * turn and given to the session whole; the session's prefix reuse then evaluates only what is
+ * new (the user's message and the template's markup around it), so the KV cache carries over
+ * from turn to turn.
+ *
+ * ```ts
+ * const chat = new ChatSession(context, { systemPrompt: "You are terse." });
+ * for await (const { text } of chat.send("Hello!", { maxTokens: 64 })) process.stdout.write(text);
+ * const answer = await chat.send("And then?").text();
+ * ```
+ */
+import { ChatTemplate, type ChatMessage, type ChatTemplateOptions, type RenderedChat } from "./chat.js";
+import type { Context } from "./context.js";
+import { AbortError, ContextFullError, LlamaError, invalidArgument } from "./errors.js";
+import type { FinishReason, GeneratedToken, Generation } from "./generation.js";
+import type { GenerateOptions, PromptResult, Session } from "./session.js";
+
+export interface ChatSessionOptions extends Omit<ChatTemplateOptions, "template"> {
+  /** The system message, kept first in the history and never dropped. */
+  systemPrompt?: string;
+  /** A template (text or built-in name), or a ChatTemplate; default: the model's own. */
+  template?: string | ChatTemplate;
+  /** Messages to start from (after the system prompt), e.g. a saved conversation. */
+  messages?: readonly ChatMessage[];
+  /** Use this session of the context instead of creating one (it is not disposed with the chat). */
+  session?: Session;
+  /**
+   * Tokens kept free for the reply when the conversation is fitted into the session (default: the
+   * send's maxTokens, else a quarter of the session's capacity).
+   */
+  reserveTokens?: number;
+  /** Called when old turns were dropped to make room (after the shortened conversation is evaluated). */
+  onTrim?: (event: ChatTrimEvent) => void;
+}
+
+/** Generation options of a turn (context shifts are not offered: old turns are dropped instead). */
+export type ChatSendOptions = Omit<GenerateOptions, "contextShift">;
+
+/** Old turns were dropped so that the conversation fits: what went and what it cost. */
+export interface ChatTrimEvent {
+  /** User turns dropped (each with the replies that followed it). */
+  droppedTurns: number;
+  droppedMessages: ChatMessage[];
+  /** Tokens of the shortened conversation that had to be evaluated again. */
+  reEvaluated: number;
+  /** Tokens that were still reusable from the cache (the system prompt's, typically). */
+  reused: number;
+}
+
+export interface ChatTurnResult {
+  /** The reply, as added to the history. */
+  text: string;
+  tokens: number[];
+  finishReason: FinishReason;
+  /** The rendered conversation's evaluation: tokens reused from the cache and evaluated anew. */
+  prompt: PromptResult;
+  /** Old user turns dropped before this turn to make room (0 when none). */
+  droppedTurns: number;
+}
+
+type Commit = (started: Started, text: string, tokens: number[], reason: FinishReason) => ChatTurnResult;
+
+interface Started {
+  generation: Generation;
+  prompt: PromptResult;
+  droppedTurns: number;
+  history: ChatMessage[];
+}
+
+/**
+ * The reply to one message: an AsyncIterable of generated tokens, to be consumed once (by
+ * iterating, or with text() / collect()). When it ends, the reply joins the chat's history.
+ */
+export class ChatReply implements AsyncIterable<GeneratedToken> {
+  /** Settles when the turn has ended, however it is consumed. */
+  readonly result: Promise<ChatTurnResult>;
+  readonly #started: Promise<Started>;
+  readonly #commit: Commit;
+  #resolve!: (r: ChatTurnResult) => void;
+  #reject!: (e: unknown) => void;
+  readonly #stopper: AbortController;
+  #iterated = false;
+  #quiet = false; // abort() was called: the reply ends without an AbortError
+
+  /** @internal Use chatSession.send(). */
+  constructor(started: Promise<Started>, commit: Commit, stopper: AbortController) {
+    this.#started = started;
+    this.#commit = commit;
+    this.#stopper = stopper;
+    this.result = new Promise<ChatTurnResult>((resolve, reject) => {
+      this.#resolve = resolve;
+      this.#reject = reject;
+    });
+    this.result.catch(() => undefined); // errors also reach the consumer through iteration
+    started.catch((err: unknown) => this.#reject(err));
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<GeneratedToken> {
+    if (this.#iterated) throw new LlamaError("ERR_STATE", "A chat reply can be consumed only once");
+    this.#iterated = true;
+    return this.#iterate();
+  }
+
+  /** Consumes the reply (unless it is being consumed already) and resolves to the turn's result. */
+  async collect(): Promise<ChatTurnResult> {
+    if (!this.#iterated) for await (const _ of this);
+    return this.result;
+  }
+
+  /** Consumes the reply and resolves to its text. */
+  async text(): Promise<string> {
+    return (await this.collect()).text;
+  }
+
+  /** Stops the reply; what was generated so far joins the history. */
+  abort(): void {
+    this.#quiet = true;
+    this.#stopper.abort();
+    if (!this.#iterated) this.collect().catch(() => undefined);
+  }
+
+  async *#iterate(): AsyncGenerator<GeneratedToken> {
+    let started: Started;
+    try {
+      started = await this.#started;
+    } catch (err) {
+      this.#reject(err);
+      throw err;
+    }
+    let text = "";
+    const tokens: number[] = [];
+    let failed = false;
+    let complete = false;
+    try {
+      for await (const item of started.generation) {
+        text += item.text;
+        tokens.push(item.token);
+        yield item;
+      }
+      complete = true;
+    } catch (err) {
+      // An abort still ends the turn: the part generated joins the history. The caller's signal
+      // also throws the AbortError to the consumer; abort() ends the reply quietly.
+      if (!(err instanceof AbortError)) {
+        failed = true;
+        this.#reject(err);
+        throw err;
+      }
+      if (!this.#quiet) throw err;
+    } finally {
+      // Also when the consumer stops early (break), which aborts the generation.
+      if (!failed) this.#resolve(this.#commit(started, text, tokens, (complete && started.generation.finishReason) || "aborted"));
+    }
+  }
+}
+
+/** A conversation over one session of a context; see the module comment. */
+export class ChatSession {
+  readonly context: Context;
+  readonly session: Session;
+  readonly template: ChatTemplate;
+  readonly #ownsSession: boolean;
+  readonly #systemPrompt: string | undefined;
+  readonly #reserve: number | undefined;
+  readonly #onTrim: ((event: ChatTrimEvent) => void) | undefined;
+  #history: ChatMessage[];
+  #busy = false;
+
+  constructor(context: Context, options: ChatSessionOptions = {}) {
+    if (options === null || typeof options !== "object") invalidArgument("options", "an object", options);
+    const { systemPrompt, template, messages = [], session, reserveTokens, onTrim, ...templateOptions } = options;
+    if (systemPrompt !== undefined && typeof systemPrompt !== "string") invalidArgument("systemPrompt", "a string", systemPrompt);
+    if (reserveTokens !== undefined && (!Number.isInteger(reserveTokens) || reserveTokens < 1)) {
+      invalidArgument("reserveTokens", "a positive integer", reserveTokens);
+    }
+    if (onTrim !== undefined && typeof onTrim !== "function") invalidArgument("onTrim", "a function", onTrim);
+    if (!Array.isArray(messages)) invalidArgument("messages", "an array of { role, content }", messages);
+    for (const [i, m] of messages.entries()) checkMessage(m, `messages[${i}]`);
+    if (session !== undefined && session.context !== context) invalidArgument("session", "a session of this context", session);
+    this.template = template instanceof ChatTemplate ? template : new ChatTemplate(context.model, { ...templateOptions, template });
+    this.context = context;
+    this.session = session ?? context.createSession();
+    this.#ownsSession = session === undefined;
+    this.#systemPrompt = systemPrompt;
+    this.#reserve = reserveTokens;
+    this.#onTrim = onTrim;
+    this.#history = messages.map((m) => ({ role: m.role, content: m.content }));
+  }
+
+  /** The conversation so far, system prompt first. */
+  get messages(): ChatMessage[] {
+    return [...this.#system(), ...this.#history.map((m) => ({ ...m }))];
+  }
+
+  get systemPrompt(): string | undefined {
+    return this.#systemPrompt;
+  }
+
+  /** Whether a reply is being generated. */
+  get busy(): boolean {
+    return this.#busy;
+  }
+
+  /**
+   * Sends a user message and streams the reply. The conversation is rendered with the template
+   * and evaluated (only what the cache does not hold yet); when it does not fit with room for the
+   * reply, the oldest turns are dropped (the system prompt stays) and `onTrim` says what it cost.
+   */
+  send(message: string, options: ChatSendOptions = {}): ChatReply {
+    if (typeof message !== "string") invalidArgument("message", "a string", message);
+    if (options === null || typeof options !== "object") invalidArgument("options", "an object", options);
+    if ("contextShift" in options) invalidArgument("contextShift", "unset (a chat drops old turns instead)", (options as GenerateOptions).contextShift);
+    if (this.#busy) throw new LlamaError("ERR_BUSY", "The previous reply is still running: consume or abort it before sending another message");
+    const { maxTokens } = options;
+    if (maxTokens !== undefined && (!Number.isInteger(maxTokens) || maxTokens < 1)) invalidArgument("maxTokens", "a positive integer", maxTokens);
+    if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) invalidArgument("signal", "an AbortSignal", options.signal);
+    this.#busy = true;
+    // reply.abort() and the caller's signal both stop the turn.
+    const stopper = new AbortController();
+    const { signal } = options;
+    const forward = () => stopper.abort(signal?.reason);
+    if (signal?.aborted) forward();
+    else signal?.addEventListener("abort", forward, { once: true });
+    const settle = () => {
+      this.#busy = false;
+      signal?.removeEventListener("abort", forward);
+    };
+    const started = this.#start({ role: "user", content: message }, options, stopper.signal);
+    started.catch(settle);
+    const reply = new ChatReply(
+      started,
+      (s, text, tokens, finishReason) => {
+        this.#history = [...s.history, { role: "assistant", content: text }];
+        settle();
+        return { text, tokens, finishReason, prompt: s.prompt, droppedTurns: s.droppedTurns };
+      },
+      stopper,
+    );
+    reply.result.catch(settle);
+    return reply;
+  }
+
+  /** Frees the session (when the chat created it). */
+  dispose(): void {
+    if (this.#ownsSession) this.session.dispose();
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+
+  #system(): ChatMessage[] {
+    return this.#systemPrompt === undefined ? [] : [{ role: "system", content: this.#systemPrompt }];
+  }
+
+  async #start(user: ChatMessage, options: ChatSendOptions, stopper: AbortSignal): Promise<Started> {
+    const { maxTokens, stop, signal, ...rest } = options;
+    const capacity = this.session.capacity;
+    const reserve = Math.max(1, maxTokens ?? this.#reserve ?? Math.floor(capacity / 4));
+    let history = [...this.#history, user];
+    const dropped: ChatMessage[] = [];
+    let rendered: RenderedChat;
+    let tokens: Int32Array;
+    for (;;) {
+      rendered = await this.template.render([...this.#system(), ...history], { addGenerationPrompt: true });
+      tokens = this.context.model.tokenize(rendered.text, { addSpecial: true, parseSpecial: true });
+      if (tokens.length + reserve <= capacity) break;
+      const next = nextTurnStart(history);
+      if (next < 0) {
+        throw new ContextFullError(
+          `The conversation does not fit in the session: the system prompt and the new message take ${tokens.length} tokens, ` +
+            `${reserve} more are kept for the reply, and the session holds ${capacity}. Send a shorter message, lower maxTokens ` +
+            "or reserveTokens, or create the context with a larger contextSize.",
+        );
+      }
+      dropped.push(...history.slice(0, next));
+      history = history.slice(next);
+    }
+    const prompt = await this.session.prompt(tokens, { signal });
+    const droppedTurns = dropped.filter((m) => m.role === "user").length;
+    if (dropped.length > 0 && this.#onTrim) {
+      try {
+        this.#onTrim({ droppedTurns, droppedMessages: dropped, reEvaluated: prompt.evaluated, reused: prompt.reused });
+      } catch {
+        // A throwing listener must not break the turn (as with onProgress elsewhere).
+      }
+    }
+    const endOfTurn = await this.template.endOfTurn();
+    const stops = [...(stop === undefined ? [] : typeof stop === "string" ? [stop] : stop), ...rendered.stops, ...(endOfTurn ? [endOfTurn] : [])];
+    const generation = this.session.generate({
+      ...rest,
+      maxTokens: Math.min(maxTokens ?? capacity, capacity - tokens.length),
+      ...(stops.length > 0 ? { stop: stops } : {}),
+      signal: stopper,
+    });
+    return { generation, prompt, droppedTurns, history };
+  }
+}
+
+/** Index of the second user message (where the turn after the oldest one starts), or -1. */
+function nextTurnStart(history: readonly ChatMessage[]): number {
+  const first = history.findIndex((m) => m.role === "user");
+  if (first < 0) return -1;
+  const next = history.findIndex((m, i) => i > first && m.role === "user");
+  return next;
+}
+
+function checkMessage(m: ChatMessage, name: string): void {
+  if (m === null || typeof m !== "object" || typeof m.role !== "string" || m.role === "" || typeof m.content !== "string") {
+    invalidArgument(name, "a { role, content } message with string fields", m);
+  }
+}

@@ -1,0 +1,228 @@
+/** The OpenAI-compatible endpoints: completions, chat completions (streamed or not), embeddings. */
+import { randomUUID } from "node:crypto";
+import type { ServerResponse } from "node:http";
+
+import type { ChatTemplate } from "../chat.js";
+import type { Context } from "../context.js";
+import type { EmbeddingContext } from "../embedding.js";
+import { LlamaError } from "../errors.js";
+import type { FinishReason, GeneratedToken } from "../generation.js";
+import type { Model } from "../model.js";
+import { EventStream, HttpError, badField, sendJson } from "./http.js";
+import { chatParams, completionParams, type GenerationParams } from "./params.js";
+import type { SessionPool } from "./pool.js";
+
+/** What the handlers work with; made by startServer(). */
+export interface ServerState {
+  model: Model;
+  modelId: string;
+  context: Context;
+  pool: SessionPool;
+  template: ChatTemplate;
+  created: number;
+  /** The embedding context and the id of its model (made on first use). */
+  embeddings(): Promise<{ context: EmbeddingContext; modelId: string }>;
+  embeddingModelIds: string[];
+}
+
+type Kind = "completion" | "chat";
+
+/** OpenAI's finish reasons: the model's end-of-turn and stop strings are both "stop". */
+function finishReason(reason: FinishReason | undefined): "stop" | "length" {
+  return reason === "length" ? "length" : "stop";
+}
+
+/** Maps a library error to an HTTP error (a bad request, or the server's fault). */
+export function toHttpError(err: unknown): HttpError {
+  if (err instanceof HttpError) return err;
+  if (err instanceof LlamaError) {
+    switch (err.code) {
+      case "ERR_CONTEXT_FULL":
+        return new HttpError(400, err.message, "invalid_request_error", "context_length_exceeded");
+      case "ERR_INVALID_ARGUMENT":
+      case "ERR_TEMPLATE_INVALID":
+      case "ERR_GRAMMAR_INVALID":
+      case "ERR_TOKEN_INVALID":
+        return new HttpError(400, err.message, "invalid_request_error", err.code.toLowerCase());
+      default:
+        return new HttpError(500, err.message, "server_error", err.code.toLowerCase());
+    }
+  }
+  return new HttpError(500, err instanceof Error ? err.message : String(err), "server_error");
+}
+
+export function listModels(state: ServerState, res: ServerResponse): void {
+  const ids = [state.modelId, ...state.embeddingModelIds.filter((id) => id !== state.modelId)];
+  sendJson(res, 200, {
+    object: "list",
+    data: ids.map((id) => ({ id, object: "model", created: state.created, owned_by: "llama-napi" })),
+  });
+}
+
+export async function completions(state: ServerState, body: Record<string, unknown>, res: ServerResponse, signal: AbortSignal): Promise<void> {
+  const params = completionParams(body);
+  const model = state.model;
+  const tokens = typeof params.prompt === "string" ? model.tokenize(params.prompt, { addSpecial: true, parseSpecial: true }) : Int32Array.from(params.prompt);
+  for (const t of tokens) if (t < 0 || t >= model.info.vocabSize) throw badField("prompt", `Token ${t} is out of range for this model`);
+  const echo = params.echo ? (typeof params.prompt === "string" ? params.prompt : model.detokenize(tokens)) : "";
+  await generate(state, "completion", { ...params, maxTokens: params.maxTokens ?? 16 }, tokens, [], echo, res, signal);
+}
+
+export async function chatCompletions(state: ServerState, body: Record<string, unknown>, res: ServerResponse, signal: AbortSignal): Promise<void> {
+  const params = chatParams(body);
+  const rendered = await state.template.render(params.messages, { addGenerationPrompt: true, ...(params.variables ? { variables: params.variables } : {}) });
+  const tokens = state.model.tokenize(rendered.text, { addSpecial: true, parseSpecial: true });
+  const endOfTurn = await state.template.endOfTurn();
+  await generate(state, "chat", params, tokens, [...rendered.stops, ...(endOfTurn ? [endOfTurn] : [])], "", res, signal);
+}
+
+async function generate(
+  state: ServerState,
+  kind: Kind,
+  params: GenerationParams,
+  tokens: Int32Array,
+  templateStops: string[],
+  echo: string,
+  res: ServerResponse,
+  signal: AbortSignal,
+): Promise<void> {
+  const capacity = state.context.sessionCapacity;
+  if (tokens.length >= capacity) {
+    throw new HttpError(400, `The prompt has ${tokens.length} tokens; this server's sessions hold ${capacity} (the reply included)`, "invalid_request_error", "context_length_exceeded", kind === "chat" ? "messages" : "prompt");
+  }
+  const id = `${kind === "chat" ? "chatcmpl" : "cmpl"}-${randomUUID().replaceAll("-", "")}`;
+  const created = Math.floor(Date.now() / 1000);
+  const head = { id, object: kind === "chat" ? "chat.completion.chunk" : "text_completion", created, model: state.modelId };
+  const session = await state.pool.acquire(tokens, signal);
+  try {
+    await session.prompt(tokens, { signal });
+    const stop = [...params.stop, ...templateStops];
+    const generation = session.generate({
+      ...params.sampling,
+      maxTokens: Math.min(params.maxTokens ?? capacity, capacity - tokens.length),
+      ...(stop.length > 0 ? { stop } : {}),
+      ...(params.logprobs === undefined ? {} : { logprobs: params.logprobs === 0 ? true : params.logprobs }),
+      signal,
+    });
+    const logprobs = new Logprobs(state.model, kind, params.logprobs !== undefined);
+    let text = echo;
+    let count = 0;
+    if (params.stream) {
+      const stream = new EventStream(res);
+      try {
+        if (kind === "chat") await stream.send({ ...head, choices: [{ index: 0, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }] });
+        else if (echo !== "") await stream.send({ ...head, choices: [{ index: 0, text: echo, logprobs: null, finish_reason: null }] });
+        for await (const item of generation) {
+          count++;
+          const lp = logprobs.add(item, text.length);
+          text += item.text;
+          if (item.text === "" && lp === null) continue;
+          const choice = kind === "chat" ? { index: 0, delta: { content: item.text }, logprobs: lp, finish_reason: null } : { index: 0, text: item.text, logprobs: lp, finish_reason: null };
+          await stream.send({ ...head, choices: [choice] });
+        }
+        const finish = finishReason(generation.finishReason);
+        const last = kind === "chat" ? { index: 0, delta: {}, logprobs: null, finish_reason: finish } : { index: 0, text: "", logprobs: null, finish_reason: finish };
+        await stream.send({ ...head, choices: [last] });
+        if (params.includeUsage) await stream.send({ ...head, choices: [], usage: usage(tokens.length, count) });
+        stream.end();
+      } catch (err) {
+        // The status line is sent: the error goes into the stream, which then ends.
+        stream.fail(toHttpError(err));
+      }
+      return;
+    }
+    for await (const item of generation) {
+      count++;
+      logprobs.add(item, text.length);
+      text += item.text;
+    }
+    const finish = finishReason(generation.finishReason);
+    const choice =
+      kind === "chat"
+        ? { index: 0, message: { role: "assistant", content: text }, logprobs: logprobs.all(), finish_reason: finish }
+        : { index: 0, text, logprobs: logprobs.all(), finish_reason: finish };
+    sendJson(res, 200, { ...head, object: kind === "chat" ? "chat.completion" : "text_completion", choices: [choice], usage: usage(tokens.length, count) });
+  } finally {
+    state.pool.release(session);
+  }
+}
+
+function usage(prompt: number, completion: number): { prompt_tokens: number; completion_tokens: number; total_tokens: number } {
+  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
+}
+
+/** Log-probabilities in OpenAI's two formats (chat: `content` entries; completions: parallel arrays). */
+class Logprobs {
+  readonly #chat: Array<Record<string, unknown>> = [];
+  readonly #tokens: string[] = [];
+  readonly #values: number[] = [];
+  readonly #top: Array<Record<string, number>> = [];
+  readonly #offsets: number[] = [];
+
+  constructor(
+    private readonly model: Model,
+    private readonly kind: Kind,
+    private readonly enabled: boolean,
+  ) {}
+
+  /** Records a token; returns its entry in the chunk format (null when disabled). */
+  add(item: GeneratedToken, offset: number): Record<string, unknown> | null {
+    if (!this.enabled || item.logprob === undefined) return null;
+    const piece = this.model.tokenToPiece(item.token, { special: true });
+    const top = item.top ?? [];
+    if (this.kind === "chat") {
+      const entry = {
+        token: piece,
+        logprob: item.logprob,
+        bytes: [...this.model.tokenToBytes(item.token, { special: true })],
+        top_logprobs: top.map((t) => ({
+          token: this.model.tokenToPiece(t.token, { special: true }),
+          logprob: t.logprob,
+          bytes: [...this.model.tokenToBytes(t.token, { special: true })],
+        })),
+      };
+      this.#chat.push(entry);
+      return { content: [entry] };
+    }
+    const topMap = Object.fromEntries(top.map((t) => [this.model.tokenToPiece(t.token, { special: true }), t.logprob]));
+    this.#tokens.push(piece);
+    this.#values.push(item.logprob);
+    this.#top.push(topMap);
+    this.#offsets.push(offset);
+    return { tokens: [piece], token_logprobs: [item.logprob], top_logprobs: [topMap], text_offset: [offset] };
+  }
+
+  all(): Record<string, unknown> | null {
+    if (!this.enabled) return null;
+    if (this.kind === "chat") return { content: this.#chat };
+    return { tokens: this.#tokens, token_logprobs: this.#values, top_logprobs: this.#top, text_offset: this.#offsets };
+  }
+}
+
+export async function embeddings(state: ServerState, body: Record<string, unknown>, res: ServerResponse): Promise<void> {
+  const input = body.input;
+  const texts = typeof input === "string" ? [input] : input;
+  if (!Array.isArray(texts) || texts.length === 0 || texts.some((t) => typeof t !== "string")) {
+    throw badField("input", "input must be a string or a non-empty array of strings");
+  }
+  if (texts.length > 2048) throw badField("input", "input may hold at most 2048 strings");
+  const format = body.encoding_format ?? "float";
+  if (format !== "float" && format !== "base64") throw badField("encoding_format", 'encoding_format must be "float" or "base64"');
+  if (body.dimensions !== undefined && body.dimensions !== null) throw badField("dimensions", "dimensions is not supported");
+  const { context, modelId } = await state.embeddings();
+  const vectors = await context.embed(texts as string[], { normalize: true });
+  if (context.pooling === "none") {
+    throw new HttpError(400, 'The embedding model pools with "none" (one vector per token), which /v1/embeddings cannot return', "invalid_request_error", "unsupported_pooling");
+  }
+  const promptTokens = (texts as string[]).reduce((n, t) => n + context.model.tokenize(t, { addSpecial: true }).length, 0);
+  sendJson(res, 200, {
+    object: "list",
+    data: vectors.map((v, index) => ({
+      object: "embedding",
+      index,
+      embedding: format === "base64" ? Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString("base64") : Array.from(v),
+    })),
+    model: modelId,
+    usage: { prompt_tokens: promptTokens, total_tokens: promptTokens },
+  });
+}

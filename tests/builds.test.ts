@@ -1,0 +1,212 @@
+/**
+ * Builds and platforms: systemInfo()'s build fields, the `info` and `build` commands' plumbing,
+ * gpuLayers falling back to the CPU, and, when prebuilds/ holds a prebuilt binary for this
+ * platform (`npm run prebuilds`), runtime CPU dispatch: the variant chosen for this CPU, and on a
+ * simulated older CPU (the newer variant modules removed from a copy of the folder) the next best
+ * one, with the same greedy tokens and close logits.
+ */
+import { execFile } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { promisify } from "node:util";
+
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+
+import { LlamaError, loadModel, systemInfo } from "../src/index.js";
+import { buildPlan } from "../src/cli/build.js";
+import { formatInfo } from "../src/cli/info.js";
+import { cpuVariantOf } from "../src/system.js";
+import { ensureDist } from "./helpers/dist.js";
+import { fixturePath, repoRoot } from "./helpers/fixtures.js";
+
+const run = promisify(execFile);
+const prebuildDir = path.join(repoRoot, "prebuilds", `${process.platform}-${process.arch}`);
+const prebuiltAddon = fs.existsSync(prebuildDir) ? fs.readdirSync(prebuildDir).find((f) => f.endsWith(".node")) : undefined;
+
+describe("cpuVariantOf", () => {
+  it("names the variant from the module file", () => {
+    expect(cpuVariantOf("libggml-cpu-haswell.so")).toBe("haswell");
+    expect(cpuVariantOf("libggml-cpu-zen4.so")).toBe("zen4");
+    expect(cpuVariantOf("ggml-cpu-skylakex.dll")).toBe("skylakex");
+    expect(cpuVariantOf("libggml-cpu-armv8.2_1.so")).toBe("armv8.2_1");
+    expect(cpuVariantOf("libggml-cpu-apple_m2_m3.so")).toBe("apple_m2_m3");
+    expect(cpuVariantOf("libggml-cpu.so")).toBe("default");
+    expect(cpuVariantOf("llama_napi.node")).toBe("native");
+    expect(cpuVariantOf("libggml-cuda.so")).toBeNull();
+    expect(cpuVariantOf("")).toBeNull();
+  });
+});
+
+describe("llama-napi build: the cmake-js command", () => {
+  it("always passes the backend and the CPU-variant switch, so a rebuild never inherits old ones", () => {
+    const plan = buildPlan("/pkg", { backend: "cuda", cpuVariants: false, jobs: 3 });
+    expect(plan.outDir).toBe(path.join("/pkg", "build"));
+    expect(plan.args).toEqual([
+      "--directory",
+      "/pkg",
+      "--out",
+      path.join("/pkg", "build"),
+      "--CDLLAMA_NAPI_BACKEND=cuda",
+      "--CDLLAMA_NAPI_CPU_VARIANTS=OFF",
+      "--parallel",
+      "3",
+    ]);
+    expect(buildPlan("/pkg", { backend: "cpu", cpuVariants: true }).args).toContain("--CDLLAMA_NAPI_CPU_VARIANTS=ON");
+  });
+
+  it("refuses an unknown backend", () => {
+    expect(() => buildPlan("/pkg", { backend: "opencl" })).toThrow(/--backend must be one of cpu, cuda, vulkan, metal/);
+  });
+});
+
+describe("systemInfo() of the addon in use", () => {
+  it("reports the binary, the CPU variant, the build mode and the devices", () => {
+    const info = systemInfo();
+    expect(fs.existsSync(info.binary)).toBe(true);
+    const cpu = info.devices.find((d) => d.type === "cpu");
+    expect(cpu).toBeDefined();
+    expect(info.cpuVariant).toBe(cpuVariantOf(cpu?.library ?? ""));
+    expect(Array.isArray(cpu?.features)).toBe(true);
+    if (!info.dynamicBackends) {
+      // A source build: the CPU backend is compiled into the addon for this machine.
+      expect(cpu?.library).toBe(path.basename(info.binary));
+      expect(info.cpuVariant).toBe("native");
+    } else {
+      expect(fs.existsSync(path.join(info.backendDir, cpu?.library ?? "?"))).toBe(true);
+    }
+    expect(info.gpuDevices.every((d) => d.type === "gpu" || d.type === "igpu")).toBe(true);
+    const text = formatInfo(info);
+    expect(text).toContain(`CPU variant:  ${info.cpuVariant}`);
+    expect(text).toContain(cpu?.library ?? "?");
+  });
+});
+
+describe("gpuLayers without a GPU", () => {
+  const hasGpu = systemInfo().gpuDevices.length > 0;
+
+  it.skipIf(hasGpu)("falls back to the CPU with one warning, and the output is the CPU's", async () => {
+    const warnings: Error[] = [];
+    const onWarning = (w: Error) => warnings.push(w);
+    process.on("warning", onWarning);
+    try {
+      const greedy = async (gpuLayers: number | "max" | undefined) => {
+        using model = await loadModel(fixturePath("gpt2-tiny-f32"), gpuLayers === undefined ? {} : { gpuLayers });
+        using context = await model.createContext({ contextSize: 64, threads: 1 });
+        using session = context.createSession();
+        await session.prompt("Hello, my name is");
+        return Array.from((await session.generate({ temperature: 0, maxTokens: 8 }).collect()).tokens);
+      };
+      const cpu = await greedy(undefined);
+      expect(await greedy(12)).toEqual(cpu);
+      expect(await greedy("max")).toEqual(cpu);
+      await new Promise((resolve) => setImmediate(resolve));
+      const ours = warnings.filter((w) => (w as Error & { code?: string }).code === "LLAMA_NAPI_NO_GPU");
+      expect(ours).toHaveLength(1);
+      expect(ours[0]?.message).toMatch(/no GPU device is available/);
+    } finally {
+      process.off("warning", onWarning);
+    }
+  });
+
+  it("refuses a negative or fractional layer count", async () => {
+    for (const gpuLayers of [-1, 1.5]) {
+      await expect(loadModel(fixturePath("gpt2-tiny-f32"), { gpuLayers })).rejects.toSatisfy(
+        (e: unknown) => e instanceof LlamaError && e.code === "ERR_INVALID_ARGUMENT",
+      );
+    }
+  });
+});
+
+interface ChildReport {
+  cpuVariant: string | null;
+  prebuilt: boolean;
+  dynamicBackends: boolean;
+  tokens: number[];
+  logits: number[];
+}
+
+/** Greedy tokens and the prompt's logits from a fresh process that loads `binary`. */
+async function childRun(binary: string, env: Record<string, string> = {}): Promise<ChildReport> {
+  const script = `
+    const { loadModel, systemInfo } = await import(${JSON.stringify(path.join(repoRoot, "dist", "index.js"))});
+    const info = systemInfo();
+    const model = await loadModel(process.argv[1]);
+    const context = await model.createContext({ contextSize: 64, threads: 2 });
+    const session = context.createSession();
+    await session.prompt("Hello, my name is");
+    const logits = Array.from(session.logits());
+    const r = await session.generate({ temperature: 0, maxTokens: 16 }).collect();
+    console.log(JSON.stringify({ cpuVariant: info.cpuVariant, prebuilt: info.prebuilt, dynamicBackends: info.dynamicBackends, tokens: Array.from(r.tokens), logits }));
+    model.dispose();`;
+  const { stdout } = await run(process.execPath, ["--input-type=module", "-e", script, fixturePath("gpt2-tiny-f32")], {
+    env: { ...process.env, LLAMA_NAPI_BINARY: binary, ...env },
+    maxBuffer: 64 * 1024 * 1024,
+  });
+  return JSON.parse(stdout.trim().split("\n").pop() ?? "") as ChildReport;
+}
+
+function maxAbsDiff(a: number[], b: number[]): number {
+  expect(a.length).toBe(b.length);
+  return a.reduce((m, x, i) => Math.max(m, Math.abs(x - (b[i] ?? Number.NaN))), 0);
+}
+
+/** x86-64 variants an older CPU would still have (in order of preference, best last). */
+const OLDER = [
+  { name: "haswell (AVX2, no AVX-512)", keep: ["x64", "sse42", "sandybridge", "ivybridge", "piledriver", "haswell"], expect: "haswell" },
+  { name: "sandybridge (AVX only)", keep: ["x64", "sse42", "sandybridge"], expect: "sandybridge" },
+  { name: "x86-64 baseline (SSE2)", keep: ["x64"], expect: "x64" },
+];
+
+describe.skipIf(prebuiltAddon === undefined)(`prebuilt binary (${path.relative(repoRoot, prebuildDir)})`, () => {
+  const addon = path.join(prebuildDir, prebuiltAddon ?? "none");
+  let tmp = "";
+  let reference: ChildReport;
+
+  beforeAll(async () => {
+    await ensureDist();
+    tmp = fs.mkdtempSync(path.join(os.tmpdir(), "llama-napi-older-cpu-"));
+    reference = await childRun(addon);
+  }, 120_000);
+  afterAll(() => {
+    if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+  });
+
+  it("loads its libraries from its own folder and picks a CPU variant for this CPU", () => {
+    expect(reference.prebuilt).toBe(true);
+    expect(reference.dynamicBackends).toBe(true);
+    expect(fs.existsSync(path.join(prebuildDir, `libggml-cpu-${reference.cpuVariant}.so`))).toBe(true);
+    expect(reference.tokens).toHaveLength(16);
+  });
+
+  it("generates what the source build (-march=native) generates", async () => {
+    const source = path.join(repoRoot, "build", "Release", "llama_napi.node");
+    if (!fs.existsSync(source)) return;
+    const native = await childRun(source);
+    expect(native.cpuVariant).toBe("native");
+    expect(native.tokens).toEqual(reference.tokens);
+    expect(maxAbsDiff(native.logits, reference.logits)).toBeLessThan(1e-3);
+  }, 60_000);
+
+  it.runIf(process.platform === "linux" && process.arch === "x64").each(OLDER)(
+    "on an older CPU, $name: the next best variant, the same tokens",
+    async ({ keep, expect: variant }) => {
+      const dir = path.join(tmp, variant);
+      fs.mkdirSync(dir);
+      for (const f of fs.readdirSync(prebuildDir)) {
+        const v = cpuVariantOf(f);
+        if (v !== null && v !== "native" && !keep.includes(v)) continue;
+        try {
+          fs.linkSync(path.join(prebuildDir, f), path.join(dir, f));
+        } catch {
+          fs.copyFileSync(path.join(prebuildDir, f), path.join(dir, f));
+        }
+      }
+      const older = await childRun(path.join(dir, path.basename(addon)));
+      expect(older.cpuVariant).toBe(variant);
+      expect(older.tokens).toEqual(reference.tokens);
+      expect(maxAbsDiff(older.logits, reference.logits)).toBeLessThan(1e-3);
+    },
+    60_000,
+  );
+});
