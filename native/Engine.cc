@@ -69,7 +69,12 @@ std::shared_ptr<Engine> Engine::Start(Napi::Env env, std::shared_ptr<ModelHandle
   auto* keep = new std::shared_ptr<Engine>(e);
   e->tsfn_ = Tsfn::New(
       env, "llama-napi:context", 0, 1, e.get(),
-      [](Napi::Env, std::shared_ptr<Engine>* k, Engine*) { delete k; }, keep);
+      [](Napi::Env, std::shared_ptr<Engine>* k, Engine* engine) {
+        engine->OnTsfnFinalized();
+        delete k;
+      },
+      keep);
+  GetAddonData(env).TrackEngine(e);
   e->tsfn_.Unref(env);
   e->thread_ = std::thread([raw = e.get()] { raw->Run(); });
   return e;
@@ -82,9 +87,7 @@ uint32_t Engine::freeSequences() const {
 // ---------------------------------------------------------------------------------------------
 // JS thread
 
-void Engine::Dispose() {
-  if (disposed_) return;
-  disposed_ = true;
+void Engine::StopThread() {
   {
     std::lock_guard<std::mutex> lk(mu_);
     stopping_ = true;
@@ -92,6 +95,20 @@ void Engine::Dispose() {
   stopFlag_ = true;
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
+}
+
+void Engine::OnTsfnFinalized() {
+  // Normally Dispose() released the function and the thread is gone already. When the
+  // environment is torn down first, Node finalizes and deletes the function while the engine
+  // still runs: stop the thread before that, so that it never calls into a deleted function.
+  StopThread();
+  tsfnAlive_ = false;
+}
+
+void Engine::Dispose() {
+  if (disposed_) return;
+  disposed_ = true;
+  StopThread();
   // No engine thread any more: reject whatever is still waiting, without calling into JS
   // synchronously (this may run from a finalizer).
   for (auto& [id, p] : pending_) {
@@ -109,9 +126,11 @@ void Engine::Dispose() {
   incoming_.clear();
   traceCtx_.reset();
   ctx_.reset();
-  if (loopRefs_ > 0) tsfn_.Unref(env_);
+  if (tsfnAlive_) {
+    if (loopRefs_ > 0) tsfn_.Unref(env_);
+    tsfn_.Release();
+  }
   loopRefs_ = 0;
-  tsfn_.Release();
 }
 
 void Engine::Abandon(const std::string& message) {
@@ -186,6 +205,7 @@ void Engine::Track(Napi::Env env, std::shared_ptr<Job> job, JsPending pending) {
 void Engine::RefLoop(Napi::Env env, int delta) {
   const int before = loopRefs_;
   loopRefs_ += delta;
+  if (!tsfnAlive_) return;
   if (before == 0 && loopRefs_ > 0) tsfn_.Ref(env);
   if (before > 0 && loopRefs_ == 0) tsfn_.Unref(env);
 }
@@ -331,8 +351,10 @@ bool Engine::PlanLogits(SeqState& seq) {
 // Engine thread
 
 void Engine::Post(Completion fn) {
-  // Fails only once the function is released (the engine is shutting down): drop the result.
-  tsfn_.NonBlockingCall(new Completion(std::move(fn)));
+  // Fails only once the function is closing (the environment is shutting down): the result is
+  // dropped, and the completion is not the function's to free.
+  auto owned = std::make_unique<Completion>(std::move(fn));
+  if (tsfn_.NonBlockingCall(owned.get()) == napi_ok) owned.release();
 }
 
 bool Engine::AbortCallback(void* data) {

@@ -125,6 +125,10 @@ class Engine : public std::enable_shared_from_this<Engine> {
 
   // --- JS thread only ---
   void Dispose();
+  // Stops and joins the engine thread (nothing else): for process exit, where static destructors
+  // must not run under a decode (JS 'exit' event, see addon.cc stopThreads), and for the
+  // thread-safe function's finalizer. Idempotent.
+  void StopThread();
   // After an RPC server failure: fails every pending operation with ERR_RPC and gives up on the
   // decode thread, which may be stuck forever on the lost connection (it is detached, and the
   // engine and its context are kept allocated for it: a deliberate, bounded leak).
@@ -213,6 +217,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
   void FinishGen(GenJob& gen, FinishReason reason, Failure failure = {});
   void FinishJob(const std::shared_ptr<Job>& job);
   void Post(Completion fn);
+  void OnTsfnFinalized();  // JS thread: the thread-safe function is being deleted
   static bool AbortCallback(void* data);
 
   // --- JS thread ---
@@ -234,6 +239,9 @@ class Engine : public std::enable_shared_from_this<Engine> {
   llama_context_params params_;  // as the context was created
   Stats stats_;
   Tsfn tsfn_;
+  // False once Node has finalized the thread-safe function (after our Release, or when the
+  // environment is torn down first: process exit, worker.terminate()); it must not be used then.
+  std::atomic<bool> tsfnAlive_{true};
   std::thread thread_;
 
   // Shared between threads (guarded by mu_).

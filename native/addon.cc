@@ -45,6 +45,15 @@ Napi::Value ExternalMemory(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(Napi::MemoryManagement::AdjustExternalMemory(info.Env(), 0)));
 }
 
+// Stops the decode thread of every context of this env (the contexts stay as they are). The TS
+// layer calls it from process.on("exit"): process.exit() runs the static destructors of
+// llama.cpp and ggml at once, and a thread still decoding would use what they free.
+void StopThreads(const Napi::CallbackInfo& info) {
+  for (const auto& weak : GetAddonData(info.Env()).engines) {
+    if (std::shared_ptr<Engine> engine = weak.lock()) engine->StopThread();
+  }
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   static std::once_flag once;
   std::call_once(once, [] {
@@ -68,6 +77,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setLogLevel", Napi::Function::New<SetLogLevelJs>(env, "setLogLevel"));
   exports.Set("systemInfo", Napi::Function::New<SystemInfo>(env, "systemInfo"));
   exports.Set("externalMemory", Napi::Function::New<ExternalMemory>(env, "externalMemory"));
+  exports.Set("stopThreads", Napi::Function::New<StopThreads>(env, "stopThreads"));
   RegisterRpc(env, exports);
   exports.Set("quantize", Napi::Function::New<Quantize>(env, "quantize"));
   exports.Set("ChatTemplate", ChatTemplateWrap::Init(env));

@@ -1,5 +1,6 @@
 #include "common.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -7,6 +8,11 @@
 namespace llama_napi {
 
 AddonData& GetAddonData(Napi::Env env) { return *env.GetInstanceData<AddonData>(); }
+
+void AddonData::TrackEngine(const std::shared_ptr<Engine>& engine) {
+  engines.erase(std::remove_if(engines.begin(), engines.end(), [](const auto& w) { return w.expired(); }), engines.end());
+  engines.push_back(engine);
+}
 
 Napi::Error MakeError(Napi::Env env, const std::string& code, const std::string& message) {
   AddonData* data = env.GetInstanceData<AddonData>();

@@ -4,14 +4,22 @@
 #include <napi.h>
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 namespace llama_napi {
 
+class Engine;
+
 // Per-env data (one per Node.js main thread or worker_thread that loads the addon).
 struct AddonData {
+  // The context engines of this env, so that their threads can be stopped when the process or
+  // the worker exits (stopThreads() in addon.cc). JS thread only.
+  std::vector<std::weak_ptr<Engine>> engines;
+  void TrackEngine(const std::shared_ptr<Engine>& engine);
+
   Napi::FunctionReference errorFactory;  // (code, message) => LlamaError, set by the TS layer
   Napi::FunctionReference modelCtor;
   Napi::FunctionReference contextCtor;

@@ -55,8 +55,13 @@ export class Generation implements AsyncIterable<GeneratedToken> {
     signal: AbortSignal | undefined,
   ) {
     if (signal) {
-      if (signal.aborted) this.#abortWith(new AbortError("The generation was aborted", { cause: signal.reason }));
-      else signal.addEventListener("abort", () => this.#abortWith(new AbortError("The generation was aborted", { cause: signal.reason })), { once: true });
+      const onAbort = () => this.#abortWith(new AbortError("The generation was aborted", { cause: signal.reason }));
+      if (signal.aborted) onAbort();
+      else {
+        signal.addEventListener("abort", onAbort, { once: true });
+        // A long-lived signal (one per server, say) must not collect a listener per generation.
+        void this.#finished.then(() => signal.removeEventListener("abort", onAbort));
+      }
     }
   }
 

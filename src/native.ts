@@ -283,6 +283,8 @@ export interface NativeBinding {
   systemInfo(): NativeSystemInfo;
   /** @internal V8's external-memory count, which models and contexts report their memory to. */
   externalMemory(): number;
+  /** @internal Stops the decode threads of this thread's contexts (at process or worker exit). */
+  stopThreads(): void;
   rpcServe(endpoint: string, threads: number, memoryMiB: number): void;
   rpcProbe(endpoint: string, timeoutMs: number): Promise<void>;
   setRpcFailureHandler(handler: (message: string) => void): void;
@@ -299,7 +301,8 @@ function loadBinding(): NativeBinding {
   try {
     if (override) {
       tried.push(override);
-      const loaded = require(override) as NativeBinding;
+      // A relative path is relative to the working directory (require would take it for a package).
+      const loaded = require(path.resolve(override)) as NativeBinding;
       loadedFrom = path.resolve(override);
       return loaded;
     }
@@ -344,6 +347,9 @@ export function binding(): NativeBinding {
   if (!cached) {
     const loaded = loadBinding();
     loaded.setErrorFactory((code, message) => createError(code, message));
+    // process.exit() runs llama.cpp's static destructors right after the 'exit' event: no decode
+    // thread may still be running then (it would use freed memory).
+    process.on("exit", () => loaded.stopThreads());
     cached = loaded;
   }
   return cached;

@@ -150,6 +150,10 @@ describe("process exit and garbage collection", () => {
     expectCleanExit(await runChild("exit-mid-decode", { model: gpt2, wide }), "exiting");
   });
 
+  it("process.exit() in the middle of a model load exits cleanly", async () => {
+    expectCleanExit(await runChild("exit-mid-load", { model: gpt2, wide }), "exiting");
+  });
+
   it("returning from main while a generation is paused (its consumer stopped reading) exits, without dispose", async () => {
     expectCleanExit(await runChild("return-while-paused", { model: llama }, { limitMs: 120_000 }), "returning");
   });
@@ -159,7 +163,7 @@ describe("process exit and garbage collection", () => {
   });
 
   it("objects dropped without dispose() are finalized by the GC and their memory returns", async () => {
-    const rounds = 12;
+    const rounds = 8;
     const outcome = await runChild("gc-finalize", { model: gpt2, rounds }, { nodeArgs: ["--expose-gc"], limitMs: 120_000 });
     expect(outcome.signal, outcome.stderr).toBeNull();
     expect(outcome.code, outcome.stderr).toBe(0);
@@ -169,9 +173,12 @@ describe("process exit and garbage collection", () => {
     // grow by that much per round. After the allocator warms up (the first rounds) it stays flat.
     const warm = rss[3];
     const last = rss[rounds - 1];
-    console.log(`gc-finalize: RSS ${rss.map((r) => (r / 2 ** 20).toFixed(0)).join(" ")} MB; external ${external.at(-1)}`);
-    expect(last - warm).toBeLessThan(0.1 * warm);
-    expect(external[rounds - 1] - external[0]).toBeLessThan(4 * 2 ** 20);
+    console.log(`gc-finalize: RSS ${rss.map((r) => (r / 2 ** 20).toFixed(0)).join(" ")} MB; external ${external.map((e) => (e / 2 ** 20).toFixed(1)).join(" ")} MB`);
+    // (Not under ASan, whose allocator quarantines freed memory.)
+    if (process.env.LLAMA_NAPI_SANITIZER === undefined) expect(last - warm).toBeLessThan(0.1 * warm);
+    // The finalizers took back what each model (13 MB) and context reported to V8.
+    expect(Math.abs(external[rounds - 1] - external[0])).toBeLessThan(2 ** 20);
+    expect(Math.max(...external)).toBeLessThan(13e6);
   });
 });
 

@@ -7,6 +7,7 @@
 import { Worker, isMainThread, parentPort, workerData } from "node:worker_threads";
 
 import { LlamaError, loadModel, type Generation } from "../../src/index.js";
+import { binding } from "../../src/native.js";
 
 interface Args {
   model: string;
@@ -56,6 +57,22 @@ async function exitMidDecode(args: Args): Promise<void> {
   }, 30);
 }
 
+/** Leaves the process with process.exit() while a model is being read (on a libuv thread). */
+async function exitMidLoad(args: Args): Promise<void> {
+  let exiting = false;
+  await loadModel(args.wide ?? args.model, {
+    useMmap: false,
+    onProgress: (p) => {
+      if (p > 0.2 && !exiting) {
+        exiting = true;
+        mark("exiting");
+        process.exit(0);
+      }
+    },
+  });
+  mark("loaded-before-exit");
+}
+
 /**
  * Returns from main with a generation whose consumer stopped reading: once its buffer is full it
  * pauses, and a paused generation must not keep the process alive. Nothing is disposed.
@@ -86,7 +103,7 @@ async function returnWithLiveHandles(args: Args): Promise<void> {
 
 /**
  * Creates models, contexts and sessions and drops them without dispose(); the garbage collector
- * finalizes them. Reports RSS and external memory after each round (after gc).
+ * finalizes them. Reports RSS and V8's external-memory count after each round (after gc).
  */
 async function gcFinalize(args: Args): Promise<void> {
   const rounds = args.rounds ?? 10;
@@ -107,9 +124,9 @@ async function gcFinalize(args: Args): Promise<void> {
       await tick();
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
-    const usage = process.memoryUsage();
-    rss.push(usage.rss);
-    external.push(usage.external);
+    rss.push(process.memoryUsage().rss);
+    // V8's external-memory count, which models and contexts report their size to.
+    external.push(binding().externalMemory());
   }
   result({ rss, external });
 }
@@ -186,6 +203,7 @@ async function workerMain(mode: string, args: Args): Promise<void> {
 const SCENARIOS: Record<string, (args: Args) => Promise<void>> = {
   "exit-mid-generation": exitMidGeneration,
   "exit-mid-decode": exitMidDecode,
+  "exit-mid-load": exitMidLoad,
   "return-while-paused": returnWhilePaused,
   "return-with-live-handles": returnWithLiveHandles,
   "gc-finalize": gcFinalize,
