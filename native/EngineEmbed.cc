@@ -1,9 +1,11 @@
 // Embeddings (and reranking scores) for a context created with `embeddings: true`. Many texts
 // are packed into one llama_decode batch, one sequence each, as llama.cpp's embedding tool does.
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 
 #include "Engine.h"
+#include "GgufCheck.h"
 #include "log.h"
 
 namespace llama_napi {
@@ -88,6 +90,16 @@ Failure Engine::RunSetLora(const std::vector<std::pair<std::string, float>>& ada
     std::lock_guard<std::mutex> lk(model_->loraMu);
     llama_adapter_lora*& adapter = model_->loras[path];
     if (adapter == nullptr) {
+      // The header of a file that opens is read (and its type fields checked) first, as for
+      // models (GgufCheck.h); a missing file is llama.cpp's to report.
+      if (std::FILE* f = std::fopen(path.c_str(), "rb")) {
+        std::fclose(f);
+        GgufPtr header;
+        if (Failure failure = ReadGgufHeader(path, header); !failure.ok()) {
+          model_->loras.erase(path);
+          return failure;
+        }
+      }
       LogCapture capture;
       adapter = llama_adapter_lora_init(model_->model.get(), path.c_str());
       if (adapter == nullptr) {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <optional>
 #include <string_view>
@@ -127,6 +128,103 @@ std::string BadHyperparameters(const gguf_context* g) {
   return "";
 }
 
+// A pass over the header before ggml's reader sees it. ggml stores each raw 32-bit type field
+// (value types, array element types, tensor types) in an enum before it range-checks it, and
+// when a file ends right before a value type it compares the enum's initial -1: both undefined
+// behaviour for values the enum cannot hold (UBSan stops the process there; found by
+// tests/fuzz/native). Those files are refused here first: out-of-range types, and metadata or
+// tensor entries that run past the end of the file (ggml fails on those too). Anything else
+// malformed is left to ggml's reader, which reports it.
+class TypeScan {
+ public:
+  explicit TypeScan(FILE* f) : f_(f) {
+    if (std::fseek(f, 0, SEEK_END) == 0) {
+      const long size = std::ftell(f);
+      remain_ = size > 0 ? static_cast<uint64_t>(size) : 0;
+    }
+    std::fseek(f, 0, SEEK_SET);
+  }
+
+  // The first problem, as a message; "" when there is none (or the scan leaves the file to ggml).
+  std::string Problem() {
+    char magic[4];
+    uint32_t version = 0;
+    int64_t nTensors = 0, nKv = 0;
+    if (!Read(magic, 4) || std::memcmp(magic, "GGUF", 4) != 0 || !Get(version) || version < 2 || version > 3) return "";
+    if (!Get(nTensors) || !Get(nKv) || nTensors < 0 || nKv < 0) return "";
+    for (int64_t i = 0; i < nKv; i++) {
+      uint64_t keyLength = 0;
+      int32_t type = 0;
+      if (!Get(keyLength) || !Skip(keyLength) || !Get(type)) return PastEnd("metadata value", i);
+      if (type < 0 || type >= GGUF_TYPE_COUNT) return "metadata value " + std::to_string(i) + " has type " + std::to_string(type) + ", not a GGUF type";
+      if (type == GGUF_TYPE_ARRAY) {
+        int32_t item = 0;
+        uint64_t n = 0;
+        if (!Get(item)) return PastEnd("metadata value", i);
+        if (item < 0 || item >= GGUF_TYPE_COUNT) {
+          return "metadata array " + std::to_string(i) + " has items of type " + std::to_string(item) + ", not a GGUF type";
+        }
+        if (item == GGUF_TYPE_ARRAY) return "";  // ggml refuses nested arrays itself
+        if (!Get(n)) return PastEnd("metadata value", i);
+        if (item == GGUF_TYPE_STRING) {
+          for (uint64_t k = 0; k < n; k++) {
+            uint64_t length = 0;
+            if (!Get(length) || !Skip(length)) return PastEnd("metadata value", i);
+          }
+        } else if (n > remain_ / Width(item) || !Skip(n * Width(item))) {
+          return PastEnd("metadata value", i);
+        }
+      } else if (type == GGUF_TYPE_STRING) {
+        uint64_t length = 0;
+        if (!Get(length) || !Skip(length)) return PastEnd("metadata value", i);
+      } else if (!Skip(Width(type))) {
+        return PastEnd("metadata value", i);
+      }
+    }
+    for (int64_t t = 0; t < nTensors; t++) {
+      uint64_t nameLength = 0, offset = 0;
+      uint32_t dims = 0;
+      int32_t type = 0;
+      if (!Get(nameLength) || !Skip(nameLength) || !Get(dims)) return PastEnd("tensor", t);
+      if (dims > GGML_MAX_DIMS) return "";  // ggml refuses it itself
+      if (!Skip(8ULL * dims) || !Get(type)) return PastEnd("tensor", t);
+      if (type < 0 || type >= GGML_TYPE_COUNT) return "tensor " + std::to_string(t) + " has type " + std::to_string(type) + ", not a ggml type";
+      if (!Get(offset)) return PastEnd("tensor", t);
+    }
+    return "";
+  }
+
+ private:
+  static std::string PastEnd(const char* what, int64_t i) {
+    return std::string(what) + " " + std::to_string(i) + " runs past the end of the file (it is truncated)";
+  }
+  static uint64_t Width(int32_t type) {
+    switch (type) {
+      case GGUF_TYPE_UINT8: case GGUF_TYPE_INT8: case GGUF_TYPE_BOOL: return 1;
+      case GGUF_TYPE_UINT16: case GGUF_TYPE_INT16: return 2;
+      case GGUF_TYPE_UINT64: case GGUF_TYPE_INT64: case GGUF_TYPE_FLOAT64: return 8;
+      default: return 4;  // the 32-bit types
+    }
+  }
+  bool Read(void* dst, size_t n) {
+    if (n > remain_ || std::fread(dst, 1, n, f_) != n) return false;
+    remain_ -= n;
+    return true;
+  }
+  template <typename T>
+  bool Get(T& v) {
+    return Read(&v, sizeof(T));
+  }
+  bool Skip(uint64_t n) {
+    if (n > remain_ || std::fseek(f_, static_cast<long>(n), SEEK_CUR) != 0) return false;
+    remain_ -= n;
+    return true;
+  }
+
+  FILE* f_;
+  uint64_t remain_ = 0;
+};
+
 Napi::Value Scalar(Napi::Env env, const gguf_context* g, int64_t id, gguf_type type) {
   switch (type) {
     case GGUF_TYPE_STRING: return Napi::String::New(env, gguf_get_val_str(g, id));
@@ -171,6 +269,13 @@ Napi::Value Array(Napi::Env env, const gguf_context* g, int64_t id) {
 }  // namespace
 
 Failure ReadGgufHeader(const std::string& path, GgufPtr& out) {
+  if (FILE* f = std::fopen(path.c_str(), "rb")) {
+    const std::string problem = TypeScan(f).Problem();
+    std::fclose(f);
+    if (!problem.empty()) {
+      return {"ERR_GGUF_INVALID", "The GGUF file " + path + " is invalid: " + problem};
+    }
+  }
   LogCapture capture;
   gguf_init_params params{/*no_alloc=*/true, /*ctx=*/nullptr};
   out.reset(gguf_init_from_file(path.c_str(), params));

@@ -18,14 +18,12 @@ import path from "node:path";
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { LlamaError, loadModel, type Model } from "../src/index.js";
+import { GgmlType, LlamaError, ggufValue, loadModel, writeGguf, type Model } from "../src/index.js";
 import { fixturePath, repoRoot } from "./helpers/fixtures.js";
 
 const gpt2 = fixturePath("gpt2-tiny-f32");
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "llama-napi-files-"));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
-
-const isRoot = typeof process.getuid === "function" && process.getuid() === 0;
 
 async function greedy(model: Model, prompt: string, n = 8): Promise<number[]> {
   using context = await model.createContext({ contextSize: 64, threads: 1 });
@@ -287,23 +285,122 @@ describe("state files", () => {
     using context = await model.createContext({ contextSize: 64, threads: 1 });
     using session = context.createSession();
     let kills = 0;
-    for (let round = 0; round < 4; round++) {
+    let midWrite = 0;
+    const rounds = process.env.LLAMA_NAPI_STRESS === "1" ? 20 : 4;
+    for (let round = 0; round < rounds; round++) {
       const proc = spawn(process.execPath, ["--import", path.join(repoRoot, "tests/helpers/register-ts-cached.mjs"), child], {
         cwd: repoRoot,
         env: { ...process.env, LLAMA_NAPI_LOG_LEVEL: "none" },
         stdio: ["ignore", "pipe", "inherit"],
       });
       await new Promise<void>((resolve) => proc.stdout.on("data", (d: Buffer) => d.toString().includes("READY") && resolve()));
-      await new Promise((resolve) => setTimeout(resolve, 150 + 97 * round));
+      await new Promise((resolve) => setTimeout(resolve, 150 + 97 * (round % 7)));
       proc.kill("SIGKILL");
       await new Promise((resolve) => proc.on("exit", resolve));
       kills++;
       // Whatever the moment of the kill, the name holds a complete state (or none yet).
       if (fs.existsSync(file)) await session.loadStateFile(file);
-      for (const f of fs.readdirSync(dir)) if (f.endsWith(".tmp")) fs.rmSync(path.join(dir, f));
+      // A temporary file left behind: the kill landed in the middle of a write.
+      for (const f of fs.readdirSync(dir)) {
+        if (!f.endsWith(".tmp")) continue;
+        midWrite++;
+        fs.rmSync(path.join(dir, f));
+      }
     }
-    expect(kills).toBe(4);
+    console.log(`files: ${kills} saving processes killed, ${midWrite} of them in the middle of writing the temporary file`);
+    expect(kills).toBe(rounds);
     expect(fs.existsSync(file)).toBe(true);
     expect(session.length).toBeGreaterThan(0);
+  });
+});
+
+describe("GGUF type fields out of range (found by fuzz-gguf)", () => {
+  // ggml stores a file's raw type fields in enums before range-checking them: undefined
+  // behaviour that UBSan stops on. The addon refuses such files before ggml reads them.
+  it("a metadata type, an array item type and a tensor type out of range, or a file ending before a value type, are ERR_GGUF_INVALID", async () => {
+    const file = path.join(tmp, "types.gguf");
+    await writeGguf(file, {
+      metadata: { "general.architecture": ggufValue.string("gpt2"), "x.list": ggufValue.array("uint32", [1, 2]) },
+      tensors: [{ name: "w", shape: [4, 2], type: GgmlType.F32, data: new Float32Array(8) }],
+    });
+    const good = fs.readFileSync(file);
+    // Offsets: 24-byte header, then each key (u64 length + bytes) and its u32 type.
+    const archType = 24 + 8 + "general.architecture".length;
+    const listType = archType + 4 + 8 + "gpt2".length + 8 + "x.list".length;
+    const tensorType = listType + 4 + 4 + 8 + 2 * 4 + 8 + 1 + 4 + 2 * 8;
+    expect(good.readUInt32LE(archType)).toBe(8); // GGUF_TYPE_STRING
+    expect(good.readUInt32LE(listType)).toBe(9); // GGUF_TYPE_ARRAY
+    expect(good.readUInt32LE(listType + 4)).toBe(4); // items: GGUF_TYPE_UINT32
+    expect(good.readUInt32LE(tensorType)).toBe(0); // GGML_TYPE_F32
+    const cases: Array<[number, number, RegExp]> = [
+      [archType, 2149, /metadata value 0 has type 2149, not a GGUF type/],
+      [archType, 0xffffffff, /metadata value 0 has type -1, not a GGUF type/],
+      [listType + 4, 77, /metadata array 1 has items of type 77, not a GGUF type/],
+      [tensorType, 4096, /tensor 0 has type 4096, not a ggml type/],
+    ];
+    for (const [offset, value, message] of cases) {
+      const bad = Buffer.from(good);
+      bad.writeUInt32LE(value >>> 0, offset);
+      const out = path.join(tmp, `types-${offset}-${value}.gguf`);
+      fs.writeFileSync(out, bad);
+      const err = await expectCode(loadModel(out), "ERR_GGUF_INVALID");
+      expect(err.message).toMatch(message);
+    }
+    // Cut right after a key: ggml would compare the value type it failed to read (-1).
+    const cut = path.join(tmp, "types-cut.gguf");
+    fs.writeFileSync(cut, good.subarray(0, listType));
+    expect((await expectCode(loadModel(cut), "ERR_GGUF_INVALID")).message).toMatch(/metadata value 1 runs past the end of the file/);
+    const regressions = path.join(repoRoot, "tests/fuzz/native/regressions");
+    expect((await expectCode(loadModel(path.join(regressions, "gguf-value-type-out-of-enum.gguf")), "ERR_GGUF_INVALID")).message).toMatch(/not a GGUF type/);
+    expect((await expectCode(loadModel(path.join(regressions, "gguf-ends-before-value-type.gguf")), "ERR_GGUF_INVALID")).message).toMatch(/runs past the end/);
+  });
+});
+
+describe("the native fuzzers' corpus", () => {
+  // tests/fuzz/native/corpus/<target>/ (minimised by npm run fuzz -- --merge) and
+  // tests/fuzz/native/regressions/ (inputs that once crashed): each loads, or fails with a
+  // LlamaError. They load in a child process, so that a crash names its file instead of taking
+  // the test runner down.
+  const dirs = ["corpus/fuzz-loader", "corpus/fuzz-gguf", "regressions"].map((d) => path.join(repoRoot, "tests/fuzz/native", d));
+  const files = dirs.filter((d) => fs.existsSync(d)).flatMap((d) => fs.readdirSync(d).map((f) => path.join(d, f)));
+
+  it.runIf(files.length > 0)(`each of the ${files.length} corpus files loads or fails with a LlamaError`, { timeout: 300_000 }, async () => {
+    const list = path.join(tmp, "corpus-files.json");
+    fs.writeFileSync(list, JSON.stringify(files));
+    const r = await runScript(
+      `import fs from "node:fs";
+       import { LlamaError, loadModel } from ${JSON.stringify(srcIndex)};
+       for (const file of JSON.parse(fs.readFileSync(${JSON.stringify(list)}, "utf8"))) {
+         console.log("START " + file);
+         let outcome;
+         try {
+           const model = await loadModel(file);
+           try {
+             const context = await model.createContext({ contextSize: 16, threads: 1 });
+             const session = context.createSession();
+             await session.prompt("Hi");
+             await session.generate({ maxTokens: 2, temperature: 0 }).collect();
+             outcome = "generated";
+           } catch (err) {
+             outcome = err instanceof LlamaError ? "loaded/" + err.code : "loaded/NOT_A_LLAMA_ERROR " + err;
+           }
+           model.dispose();
+         } catch (err) {
+           outcome = err instanceof LlamaError ? err.code : "NOT_A_LLAMA_ERROR " + err;
+         }
+         console.log("DONE " + outcome);
+       }`,
+    );
+    const lines = r.stdout.split("\n");
+    const started = lines.filter((l) => l.startsWith("START ")).map((l) => l.slice(6));
+    const outcomes = lines.filter((l) => l.startsWith("DONE ")).map((l) => l.slice(5));
+    const crashed = started.length > outcomes.length ? started[outcomes.length] : undefined;
+    expect(crashed, `${crashed} crashed the loader: ${r.signal ?? r.code}\n${r.stderr.slice(-2000)}`).toBeUndefined();
+    expect(r.code, r.stderr.slice(-2000)).toBe(0);
+    expect(outcomes).toHaveLength(files.length);
+    const counts: Record<string, number> = {};
+    for (const o of outcomes) counts[o] = (counts[o] ?? 0) + 1;
+    console.log(`files: fuzz corpus outcomes: ${JSON.stringify(counts)}`);
+    for (const o of outcomes) expect(o).not.toContain("NOT_A_LLAMA_ERROR");
   });
 });

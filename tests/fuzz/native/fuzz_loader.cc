@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "GgufCheck.h"
+#include "llama_compat.h"
 #include "log.h"
 
 namespace {
@@ -69,8 +70,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (!llama_napi::ReadGgufHeader(g_path, header).ok()) return 0;
   if (!llama_napi::CheckLoadable(header.get(), g_path).ok()) return 0;
   header.reset();
-  llama_model_params params = llama_model_default_params();
-  params.use_mmap = size % 2 == 0;  // both ways of reading the weights
+  // As the load worker makes them (native/llama_compat.h), mapped or read (both ways).
+  llama_model_params params = llama_napi::compat::ModelParams(size % 2 == 0, true, false);
   llama_model* model = llama_model_load_from_file(g_path.c_str(), params);
   if (model != nullptr) {
     UseModel(model);
