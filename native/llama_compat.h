@@ -14,10 +14,22 @@
 #include <string>
 #include <vector>
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 namespace llama_napi::compat {
 
 struct ModelDeleter {
-  void operator()(llama_model* m) const { llama_model_free(m); }
+  void operator()(llama_model* m) const {
+    llama_model_free(m);
+#if defined(__GLIBC__)
+    // glibc keeps freed memory in the arena of the thread that allocated it (a model is loaded
+    // on a libuv worker thread; its vocabulary alone is megabytes): give it back to the system,
+    // or every loader thread would keep a model's worth of heap after the model is gone.
+    malloc_trim(0);
+#endif
+  }
 };
 struct ContextDeleter {
   void operator()(llama_context* c) const { llama_free(c); }
