@@ -59,13 +59,16 @@ if(LLAMA_NAPI_BACKEND STREQUAL "cuda")
       set(CMAKE_CUDA_COMPILER "${LLAMA_NAPI_NVCC}" CACHE FILEPATH "")
     endif()
   endif()
-  # One GPU per process is what the addon drives: no NCCL (multi-GPU collectives).
+  # No NCCL: it only speeds up tensor-parallel multi-GPU runs, and is rarely installed.
   set(GGML_CUDA_NCCL OFF CACHE BOOL "")
 elseif(LLAMA_NAPI_BACKEND STREQUAL "vulkan")
   set(GGML_VULKAN ON CACHE BOOL "" FORCE)
 elseif(LLAMA_NAPI_BACKEND STREQUAL "metal")
   # macOS: Metal, with the shader library embedded in the backend (no .metallib beside it).
   # Written for macOS but not built or tested on this project's Linux machines.
+  if(NOT APPLE)
+    message(FATAL_ERROR "LLAMA_NAPI_BACKEND=metal needs macOS")
+  endif()
   set(GGML_METAL ON CACHE BOOL "" FORCE)
   set(GGML_METAL_EMBED_LIBRARY ON CACHE BOOL "" FORCE)
 elseif(NOT LLAMA_NAPI_BACKEND STREQUAL "cpu")

@@ -42,7 +42,7 @@ function parse(argv) {
 }
 
 /** The cmake-js command line for a distributable build of `root` into `outDir`. */
-export function cmakeJsArgs({ outDir, arch, debug, backend, jobs }) {
+function cmakeJsArgs({ outDir, arch, debug, backend, jobs }) {
   const args = ["--directory", root, "--out", outDir, "--CDLLAMA_NAPI_CPU_VARIANTS=ON"];
   if (backend) args.push(`--CDLLAMA_NAPI_BACKEND=${backend}`);
   if (arch) args.push("--arch", arch);

@@ -1,16 +1,19 @@
 #!/usr/bin/env node
 /**
- * npm run prebuild: the prebuilt binaries that the npm package ships, in prebuildify's layout.
+ * npm run prebuilds: the prebuilt binaries that the npm package ships, in prebuildify's layout.
  *
- *   prebuilds/<platform>-<arch>/llama-napi.napi.<libc>.node   the addon (node-gyp-build picks it)
+ *   prebuilds/<platform>-<arch>/llama-napi.<libc>.node        the addon (node-gyp-build picks it)
  *   prebuilds/<platform>-<arch>/lib*.so|*.dylib|*.dll         libllama, libggml*, and every
  *                                                             backend module (each CPU variant,
  *                                                             CUDA/Vulkan when asked for)
  *
- * prebuildify drives the build through scripts/cmake-js-as-node-gyp.mjs (instead of node-gyp), in
- * a staging folder build-prebuild/ (build-prebuild-<backend>/ for a GPU flavour; so that the developer's build/ stays the
- * -march=native one), then copies the addon and the libraries beside it (one folder: the addon's
- * rpath is $ORIGIN / @loader_path, and it loads its backend modules from its own folder).
+ * prebuildify drives the build through scripts/cmake-js-as-node-gyp.mjs (instead of node-gyp) in
+ * a staging folder, build-prebuild/ (build-prebuild-<backend>/ for a GPU flavour), so that the
+ * developer's build/ stays the -march=native one; then it moves the addon and copies the
+ * libraries into prebuilds/ (one folder: the addon's rpath is $ORIGIN / @loader_path, and it
+ * loads its backend modules from its own folder).
+ *
+ * Not named "prebuild" in package.json: npm would run that before every `npm run build`.
  *
  * Options (environment): LLAMA_NAPI_BACKEND=cuda|vulkan adds a GPU backend module;
  * LLAMA_NAPI_JOBS=N parallel compile jobs; LLAMA_NAPI_CLEAN=1 starts the staging build afresh.
@@ -39,7 +42,7 @@ function fail(message) {
 }
 
 /** What a prebuild folder holds: the addon, the libraries, and the CPU variant modules. */
-export function describePrebuild(dir) {
+function describePrebuild(dir) {
   const files = fs.readdirSync(dir).sort();
   const addon = files.filter((f) => f.endsWith(".node"));
   const libraries = files.filter((f) => LIBRARY.test(f));

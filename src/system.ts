@@ -1,3 +1,4 @@
+import fs from "node:fs";
 import path from "node:path";
 
 import { invalidArgument } from "./errors.js";
@@ -22,6 +23,21 @@ export interface SystemInfo extends NativeSystemInfo {
   prebuilt: boolean;
   /** GPU devices (discrete or integrated) that layers can be offloaded to. */
   gpuDevices: Device[];
+  /**
+   * GPU backend modules in backendDir that gave no device: their runtime libraries or driver are
+   * missing (e.g. libcuda.so.1), or there is no such GPU. Their layers run on the CPU.
+   */
+  unavailableGpuModules: string[];
+}
+
+const GPU_MODULE = /^(lib)?ggml-(cuda|vulkan|metal|hip|musa|sycl|opencl|cann)\.(so|dll|dylib)$/;
+
+function gpuModulesIn(dir: string): string[] {
+  try {
+    return fs.readdirSync(dir).filter((f) => GPU_MODULE.test(f));
+  } catch {
+    return [];
+  }
 }
 
 /** The CPU variant named by a backend's library file (see SystemInfo.cpuVariant). */
@@ -51,6 +67,7 @@ export function systemInfo(): SystemInfo {
     binary,
     prebuilt: isInside(path.join(packageRoot, "prebuilds"), binary),
     gpuDevices: info.devices.filter((d) => d.type === "gpu" || d.type === "igpu"),
+    unavailableGpuModules: gpuModulesIn(info.backendDir).filter((f) => !info.devices.some((d) => d.library === f)),
   };
 }
 
@@ -74,8 +91,10 @@ export function resolveGpuLayers(gpuLayers: number | "max" | undefined, options:
   if (info.devices.some((d) => d.type === "gpu" || d.type === "igpu")) return layers;
   if (!warnedNoGpu) {
     warnedNoGpu = true;
+    const idle = gpuModulesIn(info.backendDir);
+    const why = idle.length > 0 ? `${idle.join(", ")} gave no device: its driver or runtime libraries are missing, or there is no GPU` : "this build has no GPU backend";
     process.emitWarning(
-      `gpuLayers=${String(gpuLayers)} was asked for, but no GPU device is available (devices: ${info.devices.map((d) => d.name).join(", ") || "none"}); ` +
+      `gpuLayers=${String(gpuLayers)} was asked for, but no GPU device is available (${why}; devices: ${info.devices.map((d) => d.name).join(", ") || "none"}); ` +
         "the model runs on the CPU. `llama-napi info` shows the backends; `npx llama-napi build --backend cuda|vulkan` builds a GPU flavour.",
       { type: "LlamaNapiWarning", code: "LLAMA_NAPI_NO_GPU" },
     );

@@ -55,6 +55,13 @@ describe("llama-napi build: the cmake-js command", () => {
     expect(buildPlan("/pkg", { backend: "cpu", cpuVariants: true }).args).toContain("--CDLLAMA_NAPI_CPU_VARIANTS=ON");
   });
 
+  it("passes CMake definitions given after --", () => {
+    const plan = buildPlan("/pkg", { backend: "cuda", defines: ["-DCMAKE_CUDA_ARCHITECTURES=89", "-DGGML_CUDA_FA:BOOL=OFF"] });
+    expect(plan.args).toContain("--CDCMAKE_CUDA_ARCHITECTURES=89");
+    expect(plan.args).toContain("--CDGGML_CUDA_FA:BOOL=OFF");
+    expect(() => buildPlan("/pkg", { defines: ["--clean"] })).toThrow(/expected -DVAR=VALUE/);
+  });
+
   it("refuses an unknown backend", () => {
     expect(() => buildPlan("/pkg", { backend: "opencl" })).toThrow(/--backend must be one of cpu, cuda, vulkan, metal/);
   });
@@ -80,6 +87,21 @@ describe("systemInfo() of the addon in use", () => {
     expect(text).toContain(`CPU variant:  ${info.cpuVariant}`);
     expect(text).toContain(cpu?.library ?? "?");
   });
+});
+
+describe("llama-napi info", () => {
+  it("prints the same as systemInfo(), as text and as JSON", async () => {
+    await ensureDist();
+    const cli = path.join(repoRoot, "dist", "cli", "main.js");
+    const json = JSON.parse((await run(process.execPath, [cli, "info", "--json"])).stdout) as { cpuVariant: string; buildMode: string; devices: unknown[] };
+    const info = systemInfo();
+    expect(json.cpuVariant).toBe(info.cpuVariant);
+    expect(json.devices).toHaveLength(info.devices.length);
+    expect(json.buildMode).toMatch(info.prebuilt ? /^prebuilt binary/ : /^build from source/);
+    const text = (await run(process.execPath, [cli, "info"])).stdout;
+    expect(text).toContain(`CPU variant:  ${info.cpuVariant}`);
+    expect(text).toMatch(/^devices \(\d+\):$/m);
+  }, 60_000);
 });
 
 describe("gpuLayers without a GPU", () => {
@@ -120,26 +142,33 @@ describe("gpuLayers without a GPU", () => {
 
 interface ChildReport {
   cpuVariant: string | null;
+  unavailableGpuModules: string[];
+  warnings: string[];
   prebuilt: boolean;
   dynamicBackends: boolean;
   tokens: number[];
   logits: number[];
 }
 
-/** Greedy tokens and the prompt's logits from a fresh process that loads `binary`. */
-async function childRun(binary: string, env: Record<string, string> = {}): Promise<ChildReport> {
+/** Greedy tokens and the prompt's logits from a fresh process that loads `binary` (under `wrapper`, e.g. qemu). */
+async function childRun(binary: string, env: Record<string, string> = {}, wrapper: string[] = []): Promise<ChildReport> {
   const script = `
     const { loadModel, systemInfo } = await import(${JSON.stringify(path.join(repoRoot, "dist", "index.js"))});
+    const warnings = [];
+    process.on("warning", (w) => warnings.push(w.code + ": " + w.message));
     const info = systemInfo();
-    const model = await loadModel(process.argv[1]);
+    const gpuLayers = process.env.TEST_GPU_LAYERS ? Number(process.env.TEST_GPU_LAYERS) : undefined;
+    const model = await loadModel(process.argv[1], gpuLayers === undefined ? {} : { gpuLayers });
     const context = await model.createContext({ contextSize: 64, threads: 2 });
     const session = context.createSession();
     await session.prompt("Hello, my name is");
     const logits = Array.from(session.logits());
     const r = await session.generate({ temperature: 0, maxTokens: 16 }).collect();
-    console.log(JSON.stringify({ cpuVariant: info.cpuVariant, prebuilt: info.prebuilt, dynamicBackends: info.dynamicBackends, tokens: Array.from(r.tokens), logits }));
+    await new Promise((resolve) => setImmediate(resolve));
+    console.log(JSON.stringify({ cpuVariant: info.cpuVariant, unavailableGpuModules: info.unavailableGpuModules, warnings, prebuilt: info.prebuilt, dynamicBackends: info.dynamicBackends, tokens: Array.from(r.tokens), logits }));
     model.dispose();`;
-  const { stdout } = await run(process.execPath, ["--input-type=module", "-e", script, fixturePath("gpt2-tiny-f32")], {
+  const command = [...wrapper, process.execPath, "--input-type=module", "-e", script, fixturePath("gpt2-tiny-f32")];
+  const { stdout } = await run(command[0] ?? process.execPath, command.slice(1), {
     env: { ...process.env, LLAMA_NAPI_BINARY: binary, ...env },
     maxBuffer: 64 * 1024 * 1024,
   });
@@ -150,6 +179,9 @@ function maxAbsDiff(a: number[], b: number[]): number {
   expect(a.length).toBe(b.length);
   return a.reduce((m, x, i) => Math.max(m, Math.abs(x - (b[i] ?? Number.NaN))), 0);
 }
+
+/** qemu-x86_64 (Debian package qemu-user), to run on an emulated older CPU; undefined if absent. */
+const qemu = ["/usr/bin/qemu-x86_64", "/usr/local/bin/qemu-x86_64"].find((f) => fs.existsSync(f));
 
 /** x86-64 variants an older CPU would still have (in order of preference, best last). */
 const OLDER = [
@@ -208,5 +240,33 @@ describe.skipIf(prebuiltAddon === undefined)(`prebuilt binary (${path.relative(r
       expect(maxAbsDiff(older.logits, reference.logits)).toBeLessThan(1e-3);
     },
     60_000,
+  );
+
+  it("a GPU module that cannot load gives no device: gpuLayers falls back to the CPU with a warning", async () => {
+    const dir = path.join(tmp, "broken-gpu-module");
+    fs.mkdirSync(dir);
+    for (const f of fs.readdirSync(prebuildDir)) fs.copyFileSync(path.join(prebuildDir, f), path.join(dir, f));
+    // Not a loadable library, as libggml-cuda.so is where libcuda.so.1 is missing.
+    fs.writeFileSync(path.join(dir, "libggml-cuda.so"), "not an ELF file");
+    const r = await childRun(path.join(dir, path.basename(addon)), { TEST_GPU_LAYERS: "99" });
+    expect(r.unavailableGpuModules).toEqual(["libggml-cuda.so"]);
+    expect(r.warnings.filter((w) => w.startsWith("LLAMA_NAPI_NO_GPU"))).toHaveLength(1);
+    expect(r.warnings.join("\n")).toMatch(/libggml-cuda\.so gave no device/);
+    expect(r.tokens).toEqual(reference.tokens);
+  }, 60_000);
+
+  // A really older CPU: qemu's emulated Nehalem (SSE4.2, no AVX) and Sandy Bridge (AVX, no AVX2).
+  it.runIf(qemu !== undefined && process.platform === "linux" && process.arch === "x64").each([
+    { cpu: "Nehalem", variant: "sse42" },
+    { cpu: "SandyBridge", variant: "sandybridge" },
+  ])(
+    "under qemu -cpu $cpu the prebuilt binary picks $variant and generates the same tokens",
+    async ({ cpu, variant }) => {
+      const emulated = await childRun(addon, {}, [qemu ?? "qemu-x86_64", "-cpu", cpu]);
+      expect(emulated.cpuVariant).toBe(variant);
+      expect(emulated.tokens).toEqual(reference.tokens);
+      expect(maxAbsDiff(emulated.logits, reference.logits)).toBeLessThan(1e-3);
+    },
+    180_000,
   );
 });

@@ -8,7 +8,7 @@ import { LlamaError } from "../errors.js";
 import { packageRoot } from "../native.js";
 import { intOption, UsageError } from "./args.js";
 
-export const buildUsage = `llama-napi build [--backend cpu|cuda|vulkan|metal] [--cpu-variants] [--jobs N] [--debug] [--clean]
+export const buildUsage = `llama-napi build [--backend cpu|cuda|vulkan|metal] [--cpu-variants] [--jobs N] [--debug] [--clean] [-- -DVAR=VALUE ...]
 
 Builds the native addon from source into the package's build/ folder, for when no prebuilt
 binary fits this machine (another platform or libc, a GPU flavour) or to tune it to this CPU.
@@ -22,7 +22,9 @@ and a C++17 compiler; the llama.cpp sources ship with the package.
                         instead of one CPU backend compiled for this machine (-march=native)
   -j, --jobs N          parallel compile jobs (default: cmake's choice)
       --debug           a debug build (build/Debug)
-      --clean           delete build/ first`;
+      --clean           delete build/ first
+  -- -DVAR=VALUE ...    extra CMake definitions, e.g. -DCMAKE_CUDA_ARCHITECTURES=89
+                        or -DCMAKE_CUDA_COMPILER=/opt/cuda/bin/nvcc`;
 
 const BACKENDS = ["cpu", "cuda", "vulkan", "metal"] as const;
 type Backend = (typeof BACKENDS)[number];
@@ -36,7 +38,10 @@ export interface BuildPlan {
 }
 
 /** The cmake-js arguments for a build of the package at `root` (exported for the tests). */
-export function buildPlan(root: string, options: { backend?: string; cpuVariants?: boolean; jobs?: number; debug?: boolean }): BuildPlan {
+export function buildPlan(
+  root: string,
+  options: { backend?: string; cpuVariants?: boolean; jobs?: number; debug?: boolean; defines?: readonly string[] },
+): BuildPlan {
   const fallback: Backend = process.platform === "darwin" ? "metal" : "cpu";
   const asked = options.backend ?? (process.env.LLAMA_NAPI_BACKEND || fallback);
   if (!(BACKENDS as readonly string[]).includes(asked)) throw new UsageError(`--backend must be one of ${BACKENDS.join(", ")}, got "${asked}"`);
@@ -46,6 +51,10 @@ export function buildPlan(root: string, options: { backend?: string; cpuVariants
   // Both options are always passed: CMake caches them, and a later build with other options must
   // not inherit the earlier ones.
   const args = ["--directory", root, "--out", outDir, `--CDLLAMA_NAPI_BACKEND=${backend}`, `--CDLLAMA_NAPI_CPU_VARIANTS=${cpuVariants ? "ON" : "OFF"}`];
+  for (const define of options.defines ?? []) {
+    if (!/^-D[A-Za-z_][\w.-]*(:[A-Z]+)?=/.test(define)) throw new UsageError(`expected -DVAR=VALUE after --, got "${define}"`);
+    args.push(`--CD${define.slice(2)}`);
+  }
   if (options.jobs !== undefined) args.push("--parallel", String(options.jobs));
   if (options.debug) args.push("--debug");
   return { root, outDir, backend, cpuVariants, args };
@@ -76,7 +85,7 @@ async function ensureSources(root: string): Promise<void> {
 }
 
 export async function runBuild(argv: string[]): Promise<number> {
-  const { values } = parseArgs({
+  const { values, positionals } = parseArgs({
     args: argv,
     options: {
       backend: { type: "string" },
@@ -85,9 +94,14 @@ export async function runBuild(argv: string[]): Promise<number> {
       debug: { type: "boolean" },
       clean: { type: "boolean" },
     },
-    allowPositionals: false,
+    allowPositionals: true,
   });
+  const dashes = argv.indexOf("--");
+  if (positionals.length > 0 && (dashes === -1 || positionals.length !== argv.length - dashes - 1)) {
+    throw new UsageError(`unexpected argument "${positionals[0]}" (CMake definitions go after --)`);
+  }
   const plan = buildPlan(packageRoot, {
+    defines: positionals,
     ...(values.backend !== undefined ? { backend: values.backend } : {}),
     cpuVariants: values["cpu-variants"] ?? false,
     ...(values.jobs !== undefined ? { jobs: intOption(values.jobs, "--jobs") } : {}),
