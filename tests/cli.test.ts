@@ -4,10 +4,9 @@
  * generation (the CLI prints generate()'s chunks, so it inherits the native streaming
  * detokenizer), and a newline.
  *
- * dist/ is built here (tsc -p tsconfig.build.json) when it is missing or older than src/.
+ * dist/ is built by the test setup (tests/helpers/dist.ts) when it is missing or older than src/.
  */
 import { execFile } from "node:child_process";
-import fs from "node:fs";
 import path from "node:path";
 import { promisify } from "node:util";
 
@@ -21,24 +20,7 @@ const run = promisify(execFile);
 const MAIN = path.join(repoRoot, "dist", "cli", "main.js");
 const MAX_TOKENS = 40;
 
-/** Newest modification time of the files under `dir` (recursively) that `keep` accepts. */
-function newestMtime(dir: string, keep: (file: string) => boolean): number {
-  let newest = 0;
-  for (const entry of fs.readdirSync(dir, { withFileTypes: true, recursive: true })) {
-    if (!entry.isFile()) continue;
-    const file = path.join(entry.parentPath, entry.name);
-    if (keep(file)) newest = Math.max(newest, fs.statSync(file).mtimeMs);
-  }
-  return newest;
-}
 
-async function ensureDist(): Promise<void> {
-  const built = fs.existsSync(MAIN) ? fs.statSync(MAIN).mtimeMs : 0;
-  const source = newestMtime(path.join(repoRoot, "src"), (f) => f.endsWith(".ts"));
-  if (built >= source) return;
-  const tsc = path.join(repoRoot, "node_modules", "typescript", "bin", "tsc");
-  await run(process.execPath, [tsc, "-p", "tsconfig.build.json"], { cwd: repoRoot });
-}
 
 describe("llama-napi generate (CLI)", () => {
   let model: Model;
@@ -46,7 +28,6 @@ describe("llama-napi generate (CLI)", () => {
   const modelPath = fixturePath("gpt2-tiny-f32");
 
   beforeAll(async () => {
-    await ensureDist();
     model = await loadModel(modelPath);
     context = await model.createContext({ contextSize: 128, threads: 1 });
   }, 180_000);

@@ -63,16 +63,6 @@ async function check(file: string, ...args: string[]): Promise<CheckResult> {
 }
 
 /** dist/ for the script's PNG decoder: built when missing or older than src/. */
-async function ensureDist(): Promise<void> {
-  const main = path.join(repoRoot, "dist", "report", "png.js");
-  const built = fs.existsSync(main) ? fs.statSync(main).mtimeMs : 0;
-  let newest = 0;
-  for (const entry of fs.readdirSync(path.join(repoRoot, "src"), { withFileTypes: true, recursive: true })) {
-    if (entry.isFile() && entry.name.endsWith(".ts")) newest = Math.max(newest, fs.statSync(path.join(entry.parentPath, entry.name)).mtimeMs);
-  }
-  if (built >= newest) return;
-  await run(process.execPath, [path.join(repoRoot, "node_modules", "typescript", "bin", "tsc"), "-p", "tsconfig.build.json"], { cwd: repoRoot });
-}
 
 describe.skipIf(!chromium)("explain report in headless Chromium", () => {
   let dir: string;
@@ -80,7 +70,6 @@ describe.skipIf(!chromium)("explain report in headless Chromium", () => {
   let info: Parameters<typeof renderExplainReport>[1];
 
   beforeAll(async () => {
-    await ensureDist();
     dir = fs.mkdtempSync(path.join(os.tmpdir(), "llama-napi-chromium-test-"));
     const file = fixturePath("llama-tiny-f32");
     using model = await loadModel(file);

@@ -368,20 +368,10 @@ describe("HTML report", () => {
   });
 });
 
-async function ensureDist(): Promise<void> {
-  const built = fs.existsSync(MAIN) ? fs.statSync(MAIN).mtimeMs : 0;
-  let newest = 0;
-  for (const entry of fs.readdirSync(path.join(repoRoot, "src"), { withFileTypes: true, recursive: true })) {
-    if (entry.isFile() && entry.name.endsWith(".ts")) newest = Math.max(newest, fs.statSync(path.join(entry.parentPath, entry.name)).mtimeMs);
-  }
-  if (built >= newest) return;
-  await run(process.execPath, [path.join(repoRoot, "node_modules", "typescript", "bin", "tsc"), "-p", "tsconfig.build.json"], { cwd: repoRoot });
-}
 
 describe("llama-napi explain (CLI)", () => {
   let dir: string;
   beforeAll(async () => {
-    await ensureDist();
     dir = fs.mkdtempSync(path.join(os.tmpdir(), "llama-napi-explain-"));
   }, 180_000);
   afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));

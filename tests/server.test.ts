@@ -4,10 +4,8 @@
  * llama-tiny-f32 (random weights, Llama 2 chat template); replies are compared with what the
  * library generates for the same prompt, greedily.
  */
-import { execFile, spawn } from "node:child_process";
-import fs from "node:fs";
+import { spawn } from "node:child_process";
 import path from "node:path";
-import { promisify } from "node:util";
 
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -372,19 +370,7 @@ describe("the server's session pool", () => {
 describe("llama-napi serve (CLI)", () => {
   const main = path.join(repoRoot, "dist", "cli", "main.js");
 
-  /** Builds dist/ when it is missing or older than src/. */
-  async function ensureDist(): Promise<void> {
-    const newest = (dir: string) =>
-      fs.readdirSync(dir, { withFileTypes: true, recursive: true })
-        .filter((e) => e.isFile() && e.name.endsWith(".ts"))
-        .reduce((t, e) => Math.max(t, fs.statSync(path.join(e.parentPath, e.name)).mtimeMs), 0);
-    if (fs.existsSync(main) && fs.statSync(main).mtimeMs >= newest(path.join(repoRoot, "src"))) return;
-    const tsc = path.join(repoRoot, "node_modules", "typescript", "bin", "tsc");
-    await promisify(execFile)(process.execPath, [tsc, "-p", "tsconfig.build.json"], { cwd: repoRoot });
-  }
-
   it("serves a model until Ctrl-C", async () => {
-    await ensureDist();
     const child = spawn(process.execPath, [main, "serve", "-m", fixturePath("llama-tiny-f32"), "--port", "0", "-np", "2", "-c", "128", "-t", "1", "--api-key", "k1", "--alias", "tiny"], {
       stdio: ["ignore", "pipe", "pipe"],
     });
