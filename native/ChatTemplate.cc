@@ -168,10 +168,7 @@ class RenderWorker : public Napi::AsyncWorker {
 
   void OnOK() override {
     Napi::Env env = Env();
-    if (!failure_.ok()) {
-      deferred_.Reject(MakeError(env, failure_.code, failure_.message).Value());
-      return;
-    }
+    if (RejectIfFailed(env, deferred_, failure_)) return;
     Napi::Object result = Napi::Object::New(env);
     result.Set("prompt", Napi::String::New(env, out_.prompt));
     Napi::Array stops = Napi::Array::New(env, out_.additionalStops.size());

@@ -5,8 +5,10 @@
 #include <cstdio>
 #include <cstring>
 #include <optional>
+#include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
 #include "log.h"
 
@@ -79,12 +81,15 @@ std::string DuplicateToken(const gguf_context* g) {
   const int64_t id = gguf_find_key(g, "tokenizer.ggml.tokens");
   if (id < 0 || gguf_get_kv_type(g, id) != GGUF_TYPE_ARRAY || gguf_get_arr_type(g, id) != GGUF_TYPE_STRING) return "";
   const size_t n = gguf_get_arr_n(g, id);
-  std::unordered_map<std::string, size_t> seen;
+  // Views of the strings gguf holds (no copies: this runs on every load). An empty token can only
+  // clash with a token that is literally "[EMPTY_<i>]", which is rare: those are made up apart.
+  std::unordered_map<std::string_view, size_t> seen;
+  std::vector<std::string> renamed;
   seen.reserve(n);
   for (size_t i = 0; i < n; i++) {
-    std::string text = gguf_get_arr_str(g, id, i);
-    if (text.empty()) text = "[EMPTY_" + std::to_string(i) + "]";
-    auto [it, inserted] = seen.emplace(std::move(text), i);
+    std::string_view text = gguf_get_arr_str(g, id, i);
+    if (text.empty()) text = renamed.emplace_back("[EMPTY_" + std::to_string(i) + "]");
+    auto [it, inserted] = seen.emplace(text, i);
     if (!inserted) {
       return "tokens " + std::to_string(it->second) + " and " + std::to_string(i) +
              " of tokenizer.ggml.tokens are the same string; every token must be unique";
@@ -216,13 +221,16 @@ class TypeScan {
     return Read(&v, sizeof(T));
   }
   bool Skip(uint64_t n) {
-    if (n > remain_ || std::fseek(f_, static_cast<long>(n), SEEK_CUR) != 0) return false;
+    if (n > remain_) return false;
+    if (n <= sizeof(scratch_)) return Read(scratch_, static_cast<size_t>(n));  // buffered, no syscall
+    if (std::fseek(f_, static_cast<long>(n), SEEK_CUR) != 0) return false;
     remain_ -= n;
     return true;
   }
 
   FILE* f_;
   uint64_t remain_ = 0;
+  char scratch_[4096];
 };
 
 Napi::Value Scalar(Napi::Env env, const gguf_context* g, int64_t id, gguf_type type) {
@@ -270,6 +278,7 @@ Napi::Value Array(Napi::Env env, const gguf_context* g, int64_t id) {
 
 Failure ReadGgufHeader(const std::string& path, GgufPtr& out) {
   if (FILE* f = std::fopen(path.c_str(), "rb")) {
+    std::setvbuf(f, nullptr, _IOFBF, 1 << 16);
     const std::string problem = TypeScan(f).Problem();
     std::fclose(f);
     if (!problem.empty()) {

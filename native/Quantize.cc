@@ -148,22 +148,11 @@ class QuantizeWorker : public Napi::AsyncProgressWorker<float> {
     }
   }
 
-  void OnProgress(const float* data, size_t count) override {
-    if (count == 0 || onProgress_.IsEmpty()) return;
-    Napi::HandleScope scope(Env());
-    try {
-      onProgress_.Call({Napi::Number::New(Env(), data[count - 1])});
-    } catch (const Napi::Error&) {
-      // A throwing progress callback must not break the quantisation; the error is dropped.
-    }
-  }
+  void OnProgress(const float* data, size_t count) override { ReportProgress(Env(), onProgress_, data, count); }
 
   void OnOK() override {
     Napi::Env env = Env();
-    if (!failure_.ok()) {
-      deferred_.Reject(MakeError(env, failure_.code, failure_.message).Value());
-      return;
-    }
+    if (RejectIfFailed(env, deferred_, failure_)) return;
     Napi::Object result = Napi::Object::New(env);
     result.Set("tensors", Napi::Number::New(env, tensors_));
     deferred_.Resolve(result);

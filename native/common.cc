@@ -14,6 +14,21 @@ void AddonData::TrackEngine(const std::shared_ptr<Engine>& engine) {
   engines.push_back(engine);
 }
 
+bool RejectIfFailed(Napi::Env env, Napi::Promise::Deferred& deferred, const Failure& failure) {
+  if (failure.ok()) return false;
+  deferred.Reject(MakeError(env, failure.code, failure.message).Value());
+  return true;
+}
+
+void ReportProgress(Napi::Env env, const Napi::FunctionReference& onProgress, const float* data, size_t count) {
+  if (count == 0 || onProgress.IsEmpty()) return;
+  Napi::HandleScope scope(env);
+  try {
+    onProgress.Call({Napi::Number::New(env, data[count - 1])});
+  } catch (const Napi::Error&) {
+  }
+}
+
 Napi::Error MakeError(Napi::Env env, const std::string& code, const std::string& message) {
   AddonData* data = env.GetInstanceData<AddonData>();
   if (data != nullptr && !data->errorFactory.IsEmpty()) {

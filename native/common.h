@@ -43,6 +43,14 @@ struct Failure {
   bool ok() const { return code.empty(); }
 };
 
+// Settles `deferred` from an AsyncWorker's OnOK: rejects it with `failure` and returns true when
+// there is one (the caller then resolves it otherwise).
+bool RejectIfFailed(Napi::Env env, Napi::Promise::Deferred& deferred, const Failure& failure);
+
+// Calls an onProgress(fraction) callback (if any) with the latest of the fractions an
+// AsyncProgressWorker delivered. A throwing callback must not break the work: its error is dropped.
+void ReportProgress(Napi::Env env, const Napi::FunctionReference& onProgress, const float* data, size_t count);
+
 // Checked access to positional arguments. Every accessor validates the JS type and range and
 // throws ERR_INVALID_ARGUMENT with the argument's name otherwise.
 class Args {
