@@ -19,6 +19,7 @@ import { formatInfo } from "../src/cli/info.js";
 import { cpuVariantOf } from "../src/system.js";
 import { ensureDist } from "./helpers/dist.js";
 import { fixturePath, repoRoot } from "./helpers/fixtures.js";
+import { maxAbsDiff } from "./helpers/math.js";
 
 const run = promisify(execFile);
 const prebuildDir = path.join(repoRoot, "prebuilds", `${process.platform}-${process.arch}`);
@@ -173,11 +174,6 @@ async function childRun(binary: string, env: Record<string, string> = {}, wrappe
     maxBuffer: 64 * 1024 * 1024,
   });
   return JSON.parse(stdout.trim().split("\n").pop() ?? "") as ChildReport;
-}
-
-function maxAbsDiff(a: number[], b: number[]): number {
-  expect(a.length).toBe(b.length);
-  return a.reduce((m, x, i) => Math.max(m, Math.abs(x - (b[i] ?? Number.NaN))), 0);
 }
 
 /** qemu-x86_64 (Debian package qemu-user), to run on an emulated older CPU; undefined if absent. */

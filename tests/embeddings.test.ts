@@ -8,13 +8,7 @@ import { loadModel } from "../src/index.js";
 import { loadBertReference } from "./reference/bert.js";
 import { loadLlamaReference } from "./reference/llama.js";
 import { fixturePath } from "./helpers/fixtures.js";
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  expect(a.length).toBe(b.length);
-  let max = 0;
-  for (let i = 0; i < a.length; i++) max = Math.max(max, Math.abs(a[i] - b[i]));
-  return max;
-}
+import { maxAbsDiff } from "./helpers/math.js";
 
 function cosine(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let dot = 0, na = 0, nb = 0;

@@ -15,6 +15,7 @@ import { GgmlType, metadataValues, readGguf, readTensorFloats } from "../src/ggu
 import { loadModel, type Model } from "../src/index.js";
 import { FIXTURES, fixturePath } from "./helpers/fixtures.js";
 import { loadBertReference, type BertReference } from "./reference/bert.js";
+import { maxAbsDiff } from "./helpers/math.js";
 
 /** "Hello, my name is a test." in BERT's uncased WordPiece vocabulary, with [CLS] and [SEP]. */
 const HELLO = [101, 7592, 1010, 2026, 2171, 2003, 1037, 3231, 1012, 102];
@@ -23,13 +24,6 @@ const PAIR = [101, 2054, 2003, 1037, 25462, 1029, 102, 7632, 102];
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "llama-napi-bert-"));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  expect(a.length).toBe(b.length);
-  let max = 0;
-  for (let i = 0; i < a.length; i++) max = Math.max(max, Math.abs(a[i] - b[i]));
-  return max;
-}
 
 const sha256 = (file: string) => createHash("sha256").update(fs.readFileSync(file)).digest("hex");
 const MINI: BertOptions = { nEmbd: 16, nHead: 2, nLayer: 1, nCtx: 16, seed: 3 };

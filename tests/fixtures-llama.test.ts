@@ -15,6 +15,7 @@ import { ggufValue, metadataValues, readGguf, readTensorFloats, writeGguf, GgmlT
 import { loadModel, type Context, type Model } from "../src/index.js";
 import { FIXTURES, fixturePath } from "./helpers/fixtures.js";
 import { loadLlamaReference, ropeAngles, type LlamaReference } from "./reference/llama.js";
+import { maxAbsDiff } from "./helpers/math.js";
 
 const PROMPTS = [
   "Hello",
@@ -25,13 +26,6 @@ const PROMPTS = [
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "llama-napi-llama-"));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  expect(a.length).toBe(b.length);
-  let max = 0;
-  for (let i = 0; i < a.length; i++) max = Math.max(max, Math.abs(a[i] - b[i]));
-  return max;
-}
 
 function spread(a: ArrayLike<number>): number {
   let [lo, hi] = [Infinity, -Infinity];

@@ -16,6 +16,7 @@ import { GgmlType, metadataValues, readGguf, readTensorFloats } from "../src/ggu
 import { loadModel } from "../src/index.js";
 import { FIXTURES, fixturePath } from "./helpers/fixtures.js";
 import { loadLlamaReference, mergeLora, readLoraAdapter } from "./reference/llama.js";
+import { maxAbsDiff } from "./helpers/math.js";
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "llama-napi-lora-"));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -29,13 +30,6 @@ async function write(name: string, opts: Partial<LoraOptions> = {}): Promise<str
   const p = path.join(tmp, name);
   await writeRandomLoraAdapter(p, { base, rank: 2, seed: 1, ...opts });
   return p;
-}
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  expect(a.length).toBe(b.length);
-  let max = 0;
-  for (let i = 0; i < a.length; i++) max = Math.max(max, Math.abs(a[i] - b[i]));
-  return max;
 }
 
 describe("writeRandomLoraAdapter", () => {

@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadModel, type Context, type Model } from "../src/index.js";
 import { loadGpt2Reference, type Gpt2Reference } from "./reference/gpt2.js";
 import { fixturePath } from "./helpers/fixtures.js";
+import { maxAbsDiff } from "./helpers/math.js";
 
 const PROMPTS = [
   "Hello",
@@ -14,13 +15,6 @@ const PROMPTS = [
   "def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)",
   "Zürich, 東京 and मुंबई are cities. 🚀",
 ];
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  expect(a.length).toBe(b.length);
-  let max = 0;
-  for (let i = 0; i < a.length; i++) max = Math.max(max, Math.abs(a[i] - b[i]));
-  return max;
-}
 
 function spread(a: ArrayLike<number>): number {
   let lo = Infinity;

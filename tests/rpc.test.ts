@@ -10,12 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { checkRpcServer, loadModel, startRpcServer, type RpcServer } from "../src/index.js";
 import { loadGpt2Reference } from "./reference/gpt2.js";
 import { fixturePath } from "./helpers/fixtures.js";
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let max = 0;
-  for (let i = 0; i < a.length; i++) max = Math.max(max, Math.abs(a[i] - b[i]));
-  return max;
-}
+import { maxAbsDiff } from "./helpers/math.js";
 
 /** A TCP server on loopback that answers every connection with `reply` and closes it. */
 async function fakeServer(reply: Buffer): Promise<{ endpoint: string; close: () => void }> {

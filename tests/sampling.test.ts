@@ -8,21 +8,12 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadModel, type Context, type Model } from "../src/index.js";
 import { loadGpt2Reference, type Gpt2Reference } from "./reference/gpt2.js";
 import { fixturePath } from "./helpers/fixtures.js";
+import { softmax } from "./helpers/math.js";
 
 function argmax(values: ArrayLike<number>): number {
   let best = 0;
   for (let i = 1; i < values.length; i++) if (values[i] > values[best]) best = i;
   return best;
-}
-
-function softmax(logits: ArrayLike<number>): Float64Array {
-  let max = -Infinity;
-  for (let i = 0; i < logits.length; i++) max = Math.max(max, logits[i]);
-  const out = new Float64Array(logits.length);
-  let sum = 0;
-  for (let i = 0; i < logits.length; i++) sum += out[i] = Math.exp(logits[i] - max);
-  for (let i = 0; i < logits.length; i++) out[i] /= sum;
-  return out;
 }
 
 describe("sampling", () => {

@@ -11,15 +11,10 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadModel, type Context, type Model, type Session } from "../src/index.js";
 import { loadGpt2Reference, type Gpt2Reference } from "./reference/gpt2.js";
 import { fixturePath } from "./helpers/fixtures.js";
+import { maxAbsDiff } from "./helpers/math.js";
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "llama-napi-sessions-"));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let max = 0;
-  for (let i = 0; i < a.length; i++) max = Math.max(max, Math.abs(a[i] - b[i]));
-  return max;
-}
 
 describe("sessions on GPT-2 (checked against the reference forward pass)", () => {
   let model: Model;

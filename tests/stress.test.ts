@@ -14,6 +14,7 @@ import { afterAll, describe, expect, it } from "vitest";
 
 import { LlamaError, loadModel, type Context, type Model, type Session } from "../src/index.js";
 import { fixturePath } from "./helpers/fixtures.js";
+import { mulberry32 } from "./helpers/math.js";
 
 const LONG = process.env.LLAMA_NAPI_STRESS === "1";
 const SECONDS = LONG ? Number(process.env.STRESS_SECONDS ?? 120) : 5;
@@ -23,18 +24,6 @@ const SEQUENCES = 8;
 const CAPACITY = 128; // GPT-2 tiny's training context
 const OP_BOUND_MS = 60_000;
 const CONTEXT_OPTIONS = { contextSize: CAPACITY, sequences: SEQUENCES, threads: 1, kvCacheType: "f32", flashAttention: "off" } as const;
-
-/** mulberry32: a small seeded PRNG. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 class Deadlock extends Error {}
 
@@ -77,7 +66,7 @@ async function runStress(model: Model, seconds: number, seed: number) {
   const failures: string[] = [];
   const started = performance.now();
   const deadline = started + seconds * 1000;
-  const master = prng(seed);
+  const master = mulberry32(seed);
   const vocab = model.info.vocabSize;
   let maxBatch = 0;
   let disposedContext = false;
@@ -197,7 +186,7 @@ async function runStress(model: Model, seconds: number, seed: number) {
     disposedContext = true;
   })();
 
-  const actors = Array.from({ length: CONTEXTS * SEQUENCES }, (_, id) => actor(id, prng(Math.floor(master() * 2 ** 32))));
+  const actors = Array.from({ length: CONTEXTS * SEQUENCES }, (_, id) => actor(id, mulberry32(Math.floor(master() * 2 ** 32))));
   const settled = await Promise.allSettled([...actors, disposer]);
   for (const s of settled) if (s.status === "rejected") failures.push(String(s.reason));
   const elapsed = (performance.now() - started) / 1000;
@@ -239,7 +228,7 @@ async function soloCheck(model: Model, runs: GreedyRun[]) {
 async function checkNoLeaks(model: Model, context: Context) {
   expect(context.freeSequences).toBe(SEQUENCES);
   const sessions = Array.from({ length: SEQUENCES }, () => context.createSession());
-  const rng = prng(7);
+  const rng = mulberry32(7);
   const prompts = sessions.map(() => Array.from({ length: CAPACITY }, () => Math.floor(rng() * 50000)));
   await bounded(Promise.all(sessions.map((s, i) => s.prompt(prompts[i]))), "full prompts");
   const logits = sessions.map((s) => s.logits().slice());

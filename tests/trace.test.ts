@@ -8,22 +8,7 @@ import { loadModel, type Context, type Model } from "../src/index.js";
 import { loadGpt2Reference, type Gpt2Reference } from "./reference/gpt2.js";
 import { loadLlamaReference } from "./reference/llama.js";
 import { fixturePath } from "./helpers/fixtures.js";
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let max = 0;
-  for (let i = 0; i < a.length; i++) max = Math.max(max, Math.abs(a[i] - b[i]));
-  return max;
-}
-
-function softmax(logits: ArrayLike<number>): Float64Array {
-  let max = -Infinity;
-  for (let i = 0; i < logits.length; i++) max = Math.max(max, logits[i]);
-  const out = new Float64Array(logits.length);
-  let sum = 0;
-  for (let i = 0; i < logits.length; i++) sum += out[i] = Math.exp(logits[i] - max);
-  for (let i = 0; i < logits.length; i++) out[i] /= sum;
-  return out;
-}
+import { maxAbsDiff, softmax } from "./helpers/math.js";
 
 describe("trace (GPT-2 vs the reference forward pass)", () => {
   let model: Model;

@@ -3,7 +3,7 @@
  * file with loadModel and reports each outcome over IPC. Before each load it reports "start", so
  * that the parent knows which mutation was running if this process dies or hangs.
  *
- * Run as: node --import ./tests/fuzz/register-ts.mjs tests/fuzz/load-runner.ts REQUEST_JSON, with an
+ * Run as: node --import ./tests/helpers/register-ts-cached.mjs tests/fuzz/load-runner.ts REQUEST_JSON, with an
  * IPC channel (child_process.fork).
  */
 import fs from "node:fs";

@@ -58,7 +58,7 @@ function runChild(req: RunRequest, timeoutMs: number, report: FuzzReport, warmup
   return new Promise((resolve) => {
     const child = fork(path.join(here, "load-runner.ts"), [JSON.stringify(req)], {
       cwd: repoRoot,
-      execArgv: ["--import", path.join(here, "register-ts.mjs")],
+      execArgv: ["--import", path.join(here, "..", "helpers", "register-ts-cached.mjs")],
       env: { ...process.env, LLAMA_NAPI_LOG_LEVEL: "none" },
       stdio: ["ignore", "ignore", "pipe", "ipc"],
     });

@@ -3,6 +3,7 @@
  * bytes, huge or off-by-one values at the positions of counts and lengths, and bad type ids.
  * Mutation `i` of a seed is always the same bytes, so a failing case can be regenerated.
  */
+import { mulberry32 } from "../helpers/math.js";
 
 /** A field of the GGUF header whose value the mutator likes to corrupt. */
 interface Field {
@@ -75,18 +76,6 @@ export function headerFields(file: Uint8Array): Field[] {
   return fields;
 }
 
-/** mulberry32: a small seeded generator (uniform in [0, 1)). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 const HUGE_U64 = [0xffffffffffffffffn, 0x8000000000000000n, 0x7fffffffffffffffn, 0x100000000n, 0xffffffffn, 0x80000000n, 0x7fffffffn];
 const HUGE_U32 = [0xffffffff, 0x80000000, 0x7fffffff, 0x10000, 4097, 64, 5];
 
@@ -98,7 +87,7 @@ export interface Mutation {
 
 /** Mutation number `index` of `base` for `seed`. `fields` = headerFields(base), `headerEnd` = where tensor data starts. */
 export function mutate(base: Uint8Array, fields: Field[], headerEnd: number, seed: number, index: number): Mutation {
-  const random = rng(seed * 1_000_003 + index);
+  const random = mulberry32(seed * 1_000_003 + index);
   const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)];
   const bytes = Uint8Array.from(base);
   const view = new DataView(bytes.buffer);

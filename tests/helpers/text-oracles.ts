@@ -2,18 +2,7 @@
  * Small, independent text oracles for the tokenizer tests: a seeded PRNG, the space clean-up
  * llama.cpp applies when it detokenizes, and BERT's basic tokenizer (as Hugging Face writes it).
  */
-
-/** A seeded PRNG (mulberry32): a float in [0, 1) per call, the same sequence for the same seed. */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { mulberry32 } from "./math.js";
 
 /** Helpers on top of a PRNG. */
 export class Rng {

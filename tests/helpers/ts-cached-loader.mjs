@@ -1,8 +1,9 @@
 /**
- * Node.js module hooks that run the TypeScript sources directly, like tests/fuzz/ts-loader.mjs,
- * with the transpiled output cached in tests/.fixtures/ts-cache/ (keyed by a hash of the source):
- * the child processes of the reliability tests start in a fraction of a second instead of
- * loading TypeScript and transpiling src/ every time. Register with
+ * Node.js module hooks that run the TypeScript sources directly, so that a plain `node` child
+ * process (the reliability tests' and the fuzzers') can import src/ and tests/ as vitest does:
+ * transpiled with the project's own `typescript` (no type checking), the output cached in
+ * tests/.fixtures/ts-cache/ (keyed by a hash of the source), so that children start in a
+ * fraction of a second. Register with
  * `node --import ./tests/helpers/register-ts-cached.mjs`.
  */
 import { createHash } from "node:crypto";
