@@ -122,7 +122,7 @@ export default {
         `context ${settings.contextSize}, batch ${settings.batchSize} (ubatch ${settings.ubatchSize}), flash attention ${settings.flashAttention}, KV ${settings.kvCacheType}, mmap, warm-up run first, greedy`,
       "llama.cpp: prompt/generation tokens/s from llama-bench (pp at depth 0, tg at depth = prompt); load, TTFT and RSS from load-bench (llama_model_load_from_file, same flow)",
       `node-llama-cpp ${nlcVersion ?? "(not available)"} (prebuilt CPU binary): prompt tokens/s = sequence.evaluateWithoutGeneratingNewTokens; generation via LlamaCompletion.generateCompletion`,
-      "ratios are llama-napi / other; lag = monitorEventLoopDelay (1 ms resolution) during generation, minus the 1 ms timer",
+      "ratios are llama-napi / other; lag = monitorEventLoopDelay (1 ms resolution) during a second, identical generation (not the timed one), minus the 1 ms timer",
     );
     return { results: output, tables };
   },
