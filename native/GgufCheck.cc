@@ -1,5 +1,7 @@
 #include "GgufCheck.h"
 
+#include <llama.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -104,6 +106,12 @@ std::string BadHyperparameters(const gguf_context* g) {
   if (archId < 0 || gguf_get_kv_type(g, archId) != GGUF_TYPE_STRING) return "";
   const std::string arch = gguf_get_val_str(g, archId);
   auto key = [&](const char* name) { return arch + "." + name; };
+  // llama-model-loader.cpp print_info: general.file_type is loaded into enum llama_ftype, which
+  // holds 0..2047 (LLAMA_FTYPE_GUESSED is 1024); a larger value is undefined behaviour there.
+  const std::optional<double> fileType = Number(g, "general.file_type");
+  if (fileType && !(*fileType >= 0 && *fileType <= LLAMA_FTYPE_GUESSED)) {
+    return "general.file_type is " + std::to_string(static_cast<int64_t>(*fileType)) + ", not a llama.cpp file type (0 to 1024)";
+  }
   const std::optional<double> layers = Number(g, key("block_count"));
   if (layers && !(*layers > 0 && *layers <= kMaxLayers)) {
     return key("block_count") + " is " + std::to_string(*layers) + "; llama.cpp needs 1 to 512 layers";
@@ -192,7 +200,18 @@ class TypeScan {
       int32_t type = 0;
       if (!Get(nameLength) || !Skip(nameLength) || !Get(dims)) return PastEnd("tensor", t);
       if (dims > GGML_MAX_DIMS) return "";  // ggml refuses it itself
-      if (!Skip(8ULL * dims) || !Get(type)) return PastEnd("tensor", t);
+      // ggml multiplies the dimensions before it checks that their product fits in int64 (signed
+      // overflow, found by the loader fuzz under UBSan).
+      int64_t elements = 1;
+      bool overflow = false;
+      for (uint32_t d = 0; d < dims; d++) {
+        int64_t ne = 0;
+        if (!Get(ne)) return PastEnd("tensor", t);
+        if (ne < 0) return "";  // ggml refuses it itself
+        overflow = overflow || __builtin_mul_overflow(elements, ne, &elements);
+      }
+      if (overflow) return "tensor " + std::to_string(t) + " has more elements than a 64-bit count can hold";
+      if (!Get(type)) return PastEnd("tensor", t);
       if (type < 0 || type >= GGML_TYPE_COUNT) return "tensor " + std::to_string(t) + " has type " + std::to_string(type) + ", not a ggml type";
       if (!Get(offset)) return PastEnd("tensor", t);
     }

@@ -353,6 +353,9 @@ describe("GGUF type fields out of range (found by fuzz-gguf)", () => {
     const regressions = path.join(repoRoot, "tests/fuzz/native/regressions");
     expect((await expectCode(loadModel(path.join(regressions, "gguf-value-type-out-of-enum.gguf")), "ERR_GGUF_INVALID")).message).toMatch(/not a GGUF type/);
     expect((await expectCode(loadModel(path.join(regressions, "gguf-ends-before-value-type.gguf")), "ERR_GGUF_INVALID")).message).toMatch(/runs past the end/);
+    for (const name of ["gguf-tensor-elements-overflow.gguf", "loader-tensor-elements-overflow.gguf"]) {
+      expect((await expectCode(loadModel(path.join(regressions, name)), "ERR_GGUF_INVALID")).message).toMatch(/more elements than a 64-bit count can hold/);
+    }
   });
 });
 
