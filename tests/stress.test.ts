@@ -218,7 +218,10 @@ async function soloCheck(model: Model, runs: GreedyRun[]) {
     const b = run.tokens[k] ?? -1;
     const gap = a >= 0 && b >= 0 ? Math.abs(logits[a] - logits[b]) : Infinity;
     const line = `history of ${run.history.length} tokens, step ${k}: solo ${a}, batched ${b}, logit gap ${gap.toExponential(2)}`;
-    if (gap < 1e-4) nearTies.push(line);
+    // A batch of 8 sequences and a single one run different kernel shapes (another summation
+    // order); each is within the oracle's 1e-3 of the exact logits, so two candidates closer
+    // than that may swap (seen: gaps up to 2.0e-4 in 28,415 checked runs).
+    if (gap < 1e-3) nearTies.push(line);
     else mismatches.push(line);
   }
   return { checked, mismatches, nearTies };
