@@ -156,7 +156,7 @@ void Engine::Abandon(const std::string& message) {
     if (p.deferred) p.deferred->Reject(MakeError(env_, "ERR_RPC", message).Value());
   }
   pending_.clear();
-  if (loopRefs_ > 0) tsfn_.Unref(env_);
+  if (tsfnAlive_ && loopRefs_ > 0) tsfn_.Unref(env_);
   loopRefs_ = 0;
 }
 

@@ -6,11 +6,11 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <deque>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
-#include <vector>
 
 #include "log.h"
 
@@ -86,7 +86,7 @@ std::string DuplicateToken(const gguf_context* g) {
   // Views of the strings gguf holds (no copies: this runs on every load). An empty token can only
   // clash with a token that is literally "[EMPTY_<i>]", which is rare: those are made up apart.
   std::unordered_map<std::string_view, size_t> seen;
-  std::vector<std::string> renamed;
+  std::deque<std::string> renamed;  // a deque: growing it never moves the strings viewed above
   seen.reserve(n);
   for (size_t i = 0; i < n; i++) {
     std::string_view text = gguf_get_arr_str(g, id, i);
