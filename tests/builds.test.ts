@@ -169,8 +169,12 @@ async function childRun(binary: string, env: Record<string, string> = {}, wrappe
     console.log(JSON.stringify({ cpuVariant: info.cpuVariant, unavailableGpuModules: info.unavailableGpuModules, warnings, prebuilt: info.prebuilt, dynamicBackends: info.dynamicBackends, tokens: Array.from(r.tokens), logits }));
     model.dispose();`;
   const command = [...wrapper, process.execPath, "--input-type=module", "-e", script, fixturePath("gpt2-tiny-f32")];
+  const childEnv: NodeJS.ProcessEnv = { ...process.env, LLAMA_NAPI_BINARY: binary, ...env };
+  // Under `npm run test:asan` every process preloads the ASan runtime, which cannot map its
+  // shadow memory inside qemu-user; the emulated run checks the uninstrumented prebuilt binary.
+  if (wrapper.length > 0) delete childEnv.LD_PRELOAD;
   const { stdout } = await run(command[0] ?? process.execPath, command.slice(1), {
-    env: { ...process.env, LLAMA_NAPI_BINARY: binary, ...env },
+    env: childEnv,
     maxBuffer: 64 * 1024 * 1024,
   });
   return JSON.parse(stdout.trim().split("\n").pop() ?? "") as ChildReport;

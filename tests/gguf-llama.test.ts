@@ -224,8 +224,10 @@ describe("loadModel on malformed files", () => {
     // The mutations exercise both paths: some still load, most are refused.
     expect(report.outcomes.loaded).toBeGreaterThan(10);
     expect(report.outcomes.ERR_GGUF_INVALID).toBeGreaterThan(500);
-    // Memory stays bounded: after the first 50 loads the child grows by less than 64 MiB.
-    expect(report.rssMax - report.rssAfterWarmup).toBeLessThan(64 * 2 ** 20);
+    // Memory stays bounded: after the first 50 loads the child grows by less than 64 MiB. Not
+    // under npm run test:asan: ASan's allocator holds freed memory in quarantine (RSS grew
+    // 239 MiB there), and LeakSanitizer checks the child for leaks instead.
+    if (process.env.LLAMA_NAPI_SANITIZER === undefined) expect(report.rssMax - report.rssAfterWarmup).toBeLessThan(64 * 2 ** 20);
   }, 180_000);
 
   it("refuses every file in the crash corpus (tests/fuzz/corpus) with a GgufError", async () => {
