@@ -17,26 +17,11 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import { AttentionMap, attentionPng, decodePng, loadModel, positionEncodingOf, renderExplainReport, type TraceResult } from "../src/index.js";
 import { MASKED_RGB, colorAt } from "../src/report/colormap.js";
+import { findChromium } from "../scripts/check-report.mjs";
 import { fixturePath, repoRoot } from "./helpers/fixtures.js";
 
 const run = promisify(execFile);
 const SCRIPT = path.join(repoRoot, "scripts", "check-report.mjs");
-
-function findChromium(): string | null {
-  if (process.env.CHROMIUM) return fs.existsSync(process.env.CHROMIUM) ? process.env.CHROMIUM : null;
-  for (const dir of (process.env.PATH ?? "").split(path.delimiter)) {
-    for (const name of ["chromium", "chromium-browser"]) {
-      const file = path.join(dir, name);
-      try {
-        fs.accessSync(file, fs.constants.X_OK);
-        return file;
-      } catch {
-        // not here
-      }
-    }
-  }
-  return null;
-}
 
 const chromium = findChromium();
 const SKIP_MESSAGE = "skipped: chromium is not on PATH (Debian: apt-get install -y chromium, or set CHROMIUM=/path/to/chrome)";
