@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <exception>
+#include <string>
 
 #include "Engine.h"
 #include "Utf8.h"
@@ -144,7 +146,15 @@ void Engine::Sample(GenJob& gen, const float* logits) {
     if (!RunProcessor(gen, logits)) return;
   }
   const float* selectFrom = gen.hasProcessor ? seq.logits : logits;
-  const llama_token token = SelectToken(gen, selectFrom);
+  llama_token token = LLAMA_TOKEN_NULL;
+  try {
+    token = SelectToken(gen, selectFrom);
+  } catch (const std::exception& e) {
+    // llama.cpp's samplers throw from a few places (the grammar's accept on an empty stack, a
+    // vocabulary lookup); on this thread an escaping exception would end the process.
+    FinishGen(gen, FinishReason::Error, {"ERR_INTERNAL", std::string("llama.cpp's sampler failed: ") + e.what()});
+    return;
+  }
   if (token == LLAMA_TOKEN_NULL) {
     FinishGen(gen, FinishReason::Error, {"ERR_INTERNAL", "The sampler chain did not select a token"});
     return;

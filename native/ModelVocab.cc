@@ -16,8 +16,16 @@ Napi::Value ModelWrap::Tokenize(const Napi::CallbackInfo& info) {
   bool addSpecial = args.Bool(1, "addSpecial");
   bool parseSpecial = args.Bool(2, "parseSpecial");
   std::vector<llama_token> tokens;
-  if (!compat::Tokenize(h->vocab, text, addSpecial, parseSpecial, tokens)) {
-    Throw(env, "ERR_INVALID_ARGUMENT", "The text is too long to tokenize (over 2^31 tokens)");
+  switch (compat::Tokenize(h->vocab, text, addSpecial, parseSpecial, tokens)) {
+    case compat::TokenizeStatus::kOk:
+      break;
+    case compat::TokenizeStatus::kTooLong:
+      Throw(env, "ERR_INVALID_ARGUMENT", "The text is too long to tokenize (over 2^31 tokens)");
+    case compat::TokenizeStatus::kVocabIncomplete:
+      Throw(env, "ERR_UNSUPPORTED",
+            "This model's vocabulary cannot tokenize this text: llama.cpp's tokenizer needs a token the vocabulary "
+            "lacks (for SentencePiece models, a <0xNN> byte token for a byte of the text). The model file's tokenizer "
+            "is incomplete; use a complete GGUF, or avoid the characters it cannot represent");
   }
   return ToInt32Array(env, tokens.data(), tokens.size());
 }
@@ -49,7 +57,7 @@ Napi::Value ModelWrap::Detokenize(const Napi::CallbackInfo& info) {
   }
   std::string text;
   if (!compat::Detokenize(h->vocab, tokens, removeSpecial, unparseSpecial, text)) {
-    Throw(env, "ERR_INTERNAL", "llama_detokenize failed");
+    Throw(env, "ERR_UNSUPPORTED", "llama_detokenize failed on these tokens: the model's vocabulary is incomplete or inconsistent");
   }
   return Napi::String::New(env, text);
 }

@@ -10,6 +10,7 @@
 // llama.cpp's staging API (src/llama-ext.h), for llama_get_memory_breakdown.
 #include "../vendor/llama.cpp/src/llama-ext.h"
 
+#include <exception>
 #include <memory>
 #include <string>
 #include <vector>
@@ -97,48 +98,71 @@ inline void SeqShift(llama_context* ctx, llama_seq_id seq, llama_pos p0, llama_p
 inline const llama_vocab* Vocab(const llama_model* m) { return llama_model_get_vocab(m); }
 inline int32_t VocabSize(const llama_model* m) { return llama_vocab_n_tokens(Vocab(m)); }
 
-// Text of one token as UTF-8 bytes (possibly a partial character).
-inline std::string TokenPiece(const llama_vocab* vocab, llama_token token, bool special) {
-  char small[64];
-  int32_t n = llama_token_to_piece(vocab, token, small, sizeof(small), 0, special);
-  if (n >= 0) return std::string(small, static_cast<size_t>(n));
-  std::string out(static_cast<size_t>(-n), '\0');
-  n = llama_token_to_piece(vocab, token, out.data(), static_cast<int32_t>(out.size()), 0, special);
-  out.resize(n > 0 ? static_cast<size_t>(n) : 0);
-  return out;
-}
+// llama.cpp's vocabulary functions are C functions, but its tokenizers look tokens up with
+// std::unordered_map::at and let std::out_of_range escape when a vocabulary lacks a token they
+// need: an SPM vocabulary without the <0xNN> byte-fallback token for a byte of the text (found by
+// the loader fuzzer, tests/fuzz/native/regressions/loader-spm-missing-byte-token.gguf). The
+// wrappers below catch it, since an exception must not cross the N-API boundary or end a decode
+// thread.
 
-// Whole-text tokenisation with a buffer sized from the text; returns false on overflow.
-inline bool Tokenize(const llama_vocab* vocab, const std::string& text, bool addSpecial, bool parseSpecial,
-                     std::vector<llama_token>& out) {
-  if (text.size() > static_cast<size_t>(INT32_MAX)) return false;
-  out.resize(text.size() + 8);
-  int32_t n = llama_tokenize(vocab, text.data(), static_cast<int32_t>(text.size()), out.data(),
-                             static_cast<int32_t>(out.size()), addSpecial, parseSpecial);
-  if (n == INT32_MIN) return false;
-  if (n < 0) {
-    out.resize(static_cast<size_t>(-n));
-    n = llama_tokenize(vocab, text.data(), static_cast<int32_t>(text.size()), out.data(),
-                       static_cast<int32_t>(out.size()), addSpecial, parseSpecial);
-    if (n < 0) return false;
+// Text of one token as UTF-8 bytes (possibly a partial character); empty if llama.cpp throws.
+inline std::string TokenPiece(const llama_vocab* vocab, llama_token token, bool special) noexcept {
+  try {
+    char small[64];
+    int32_t n = llama_token_to_piece(vocab, token, small, sizeof(small), 0, special);
+    if (n >= 0) return std::string(small, static_cast<size_t>(n));
+    std::string out(static_cast<size_t>(-n), '\0');
+    n = llama_token_to_piece(vocab, token, out.data(), static_cast<int32_t>(out.size()), 0, special);
+    out.resize(n > 0 ? static_cast<size_t>(n) : 0);
+    return out;
+  } catch (const std::exception&) {
+    return std::string();
   }
-  out.resize(static_cast<size_t>(n));
-  return true;
 }
 
+enum class TokenizeStatus { kOk, kTooLong, kVocabIncomplete };
+
+// Whole-text tokenisation with a buffer sized from the text.
+inline TokenizeStatus Tokenize(const llama_vocab* vocab, const std::string& text, bool addSpecial, bool parseSpecial,
+                               std::vector<llama_token>& out) noexcept {
+  if (text.size() > static_cast<size_t>(INT32_MAX)) return TokenizeStatus::kTooLong;
+  try {
+    out.resize(text.size() + 8);
+    int32_t n = llama_tokenize(vocab, text.data(), static_cast<int32_t>(text.size()), out.data(),
+                               static_cast<int32_t>(out.size()), addSpecial, parseSpecial);
+    if (n == INT32_MIN) return TokenizeStatus::kTooLong;
+    if (n < 0) {
+      out.resize(static_cast<size_t>(-n));
+      n = llama_tokenize(vocab, text.data(), static_cast<int32_t>(text.size()), out.data(),
+                         static_cast<int32_t>(out.size()), addSpecial, parseSpecial);
+      if (n < 0) return TokenizeStatus::kTooLong;
+    }
+    out.resize(static_cast<size_t>(n));
+    return TokenizeStatus::kOk;
+  } catch (const std::exception&) {
+    out.clear();
+    return TokenizeStatus::kVocabIncomplete;
+  }
+}
+
+// False when llama.cpp fails or throws.
 inline bool Detokenize(const llama_vocab* vocab, const std::vector<llama_token>& tokens, bool removeSpecial,
-                       bool unparseSpecial, std::string& out) {
-  out.resize(tokens.size() * 8 + 16);
-  int32_t n = llama_detokenize(vocab, tokens.data(), static_cast<int32_t>(tokens.size()), out.data(),
-                               static_cast<int32_t>(out.size()), removeSpecial, unparseSpecial);
-  if (n < 0) {
-    out.resize(static_cast<size_t>(-n));
-    n = llama_detokenize(vocab, tokens.data(), static_cast<int32_t>(tokens.size()), out.data(),
-                         static_cast<int32_t>(out.size()), removeSpecial, unparseSpecial);
-    if (n < 0) return false;
+                       bool unparseSpecial, std::string& out) noexcept {
+  try {
+    out.resize(tokens.size() * 8 + 16);
+    int32_t n = llama_detokenize(vocab, tokens.data(), static_cast<int32_t>(tokens.size()), out.data(),
+                                 static_cast<int32_t>(out.size()), removeSpecial, unparseSpecial);
+    if (n < 0) {
+      out.resize(static_cast<size_t>(-n));
+      n = llama_detokenize(vocab, tokens.data(), static_cast<int32_t>(tokens.size()), out.data(),
+                           static_cast<int32_t>(out.size()), removeSpecial, unparseSpecial);
+      if (n < 0) return false;
+    }
+    out.resize(static_cast<size_t>(n));
+    return true;
+  } catch (const std::exception&) {
+    return false;
   }
-  out.resize(static_cast<size_t>(n));
-  return true;
 }
 
 // A persistent ggml CPU thread pool for a context (llama.cpp otherwise creates threads for

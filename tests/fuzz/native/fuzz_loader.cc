@@ -27,13 +27,13 @@ void UseModel(llama_model* model) {
   (void)llama_model_n_params(model);
   if (nVocab <= 0) return;
   const std::string text = "Hello world, <|endoftext|> 123";
-  std::vector<llama_token> tokens(text.size() + 8);
-  const int32_t n = llama_tokenize(vocab, text.data(), static_cast<int32_t>(text.size()), tokens.data(),
-                                   static_cast<int32_t>(tokens.size()), true, true);
-  if (n < 0) return;
-  tokens.resize(static_cast<size_t>(n));
-  std::vector<char> out(4096);
-  llama_detokenize(vocab, tokens.data(), n, out.data(), static_cast<int32_t>(out.size()), false, true);
+  // Through the addon's wrappers (native/llama_compat.h), which turn llama.cpp's exceptions into
+  // errors: called bare, an SPM vocabulary without byte tokens throws std::out_of_range.
+  std::vector<llama_token> tokens;
+  if (llama_napi::compat::Tokenize(vocab, text, true, true, tokens) != llama_napi::compat::TokenizeStatus::kOk) return;
+  std::string out;
+  (void)llama_napi::compat::Detokenize(vocab, tokens, false, true, out);
+  for (llama_token t : tokens) (void)llama_napi::compat::TokenPiece(vocab, t, false);
   if (llama_model_has_encoder(model) || tokens.empty()) return;
   llama_context_params cp = llama_context_default_params();
   cp.n_ctx = 16;
