@@ -100,10 +100,41 @@ std::string DuplicateToken(const gguf_context* g) {
   return "";
 }
 
+// llama-vocab.cpp token_to_byte: GGML_ABORT for a WordPiece ("bert") vocabulary, which has no
+// byte tokens; while the vocabulary loads, token_to_piece calls it for every token typed BYTE (6).
+// Found by the loader fuzzer.
+std::string WordPieceByteToken(const gguf_context* g) {
+  const int64_t model = gguf_find_key(g, "tokenizer.ggml.model");
+  if (model < 0 || gguf_get_kv_type(g, model) != GGUF_TYPE_STRING || std::strcmp(gguf_get_val_str(g, model), "bert") != 0) {
+    return "";
+  }
+  const int64_t tokens = gguf_find_key(g, "tokenizer.ggml.tokens");
+  const int64_t types = gguf_find_key(g, "tokenizer.ggml.token_type");
+  if (tokens < 0 || types < 0 || gguf_get_kv_type(g, types) != GGUF_TYPE_ARRAY || gguf_get_arr_type(g, types) != GGUF_TYPE_INT32) {
+    return "";
+  }
+  // llama.cpp reads the types of the first n_tokens tokens only.
+  const size_t n = std::min(gguf_get_arr_n(g, tokens), gguf_get_arr_n(g, types));
+  const auto* type = static_cast<const int32_t*>(gguf_get_arr_data(g, types));
+  for (size_t i = 0; i < n; i++) {
+    if (type[i] == LLAMA_TOKEN_TYPE_BYTE) {
+      return "token " + std::to_string(i) + " is typed as a byte token (tokenizer.ggml.token_type 6), which a WordPiece "
+             "(\"bert\") vocabulary cannot have";
+    }
+  }
+  return "";
+}
+
 // llama-model.cpp load_hparams: the asserts on layer and expert counts and the RoPE scaling type.
 std::string BadHyperparameters(const gguf_context* g) {
   const int64_t archId = gguf_find_key(g, "general.architecture");
-  if (archId < 0 || gguf_get_kv_type(g, archId) != GGUF_TYPE_STRING) return "";
+  if (archId < 0) return "";
+  if (gguf_get_kv_type(g, archId) != GGUF_TYPE_STRING) {
+    // llama-model-loader.cpp throws on it before it takes ownership of ggml's metadata context,
+    // which then leaks (found by the loader fuzzer under LeakSanitizer).
+    return std::string("general.architecture is a ") + gguf_type_name(gguf_get_kv_type(g, archId)) +
+           ", not a string: it must name the model's architecture (such as \"gpt2\" or \"llama\")";
+  }
   const std::string arch = gguf_get_val_str(g, archId);
   auto key = [&](const char* name) { return arch + "." + name; };
   // llama-model-loader.cpp print_info: general.file_type is loaded into enum llama_ftype, which
@@ -315,6 +346,7 @@ Failure ReadGgufHeader(const std::string& path, GgufPtr& out) {
 
 Failure CheckLoadable(const gguf_context* g, const std::string& path) {
   std::string problem = DuplicateToken(g);
+  if (problem.empty()) problem = WordPieceByteToken(g);
   if (problem.empty()) problem = BadHyperparameters(g);
   if (problem.empty()) return {};
   return {"ERR_GGUF_INVALID", "The GGUF file " + path + " cannot be loaded: " + problem +

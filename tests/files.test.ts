@@ -356,6 +356,26 @@ describe("GGUF type fields out of range (found by fuzz-gguf)", () => {
     for (const name of ["gguf-tensor-elements-overflow.gguf", "loader-tensor-elements-overflow.gguf"]) {
       expect((await expectCode(loadModel(path.join(regressions, name)), "ERR_GGUF_INVALID")).message).toMatch(/more elements than a 64-bit count can hold/);
     }
+    // llama.cpp leaks its metadata context when general.architecture is not a string (LeakSanitizer).
+    const arch = await expectCode(loadModel(path.join(regressions, "loader-architecture-not-a-string.gguf")), "ERR_GGUF_INVALID");
+    expect(arch.message).toMatch(/general\.architecture is a f32, not a string/);
+    // llama.cpp aborts (GGML_ABORT) loading a WordPiece vocabulary with a token typed as a byte.
+    const wpm = await expectCode(loadModel(path.join(regressions, "loader-wordpiece-byte-token.gguf")), "ERR_GGUF_INVALID");
+    expect(wpm.message).toMatch(/token 214 is typed as a byte token .* WordPiece/);
+  });
+
+  it("a SentencePiece vocabulary without byte tokens: tokenizing what needs them is a typed error, not an abort", async () => {
+    // Found by the loader fuzzer: llama.cpp's SPM tokenizer looks up <0xNN> with
+    // unordered_map::at and lets std::out_of_range escape llama_tokenize (std::terminate).
+    using model = await loadModel(path.join(repoRoot, "tests/fuzz/native/regressions/loader-spm-missing-byte-token.gguf"));
+    expect(model.info.vocabType).toBe("spm");
+    expect(() => model.tokenize("Hello world, <|endoftext|> 123")).toThrow(
+      expect.objectContaining({ code: "ERR_UNSUPPORTED", message: expect.stringMatching(/byte token/) }),
+    );
+    // Text the vocabulary covers still tokenizes, and the model is still usable afterwards.
+    const tokens = model.tokenize("Hi");
+    expect(tokens.length).toBeGreaterThan(0);
+    expect(model.detokenize(tokens)).toContain("Hi");
   });
 });
 
