@@ -137,13 +137,31 @@ const defaults = ["--testTimeout=900000", "--hookTimeout=900000"];
 if (!named) defaults.push("--exclude=tests/report-chromium.test.ts", "--exclude=tests/pack-install.test.ts");
 const status = run(process.execPath, [vitest, "run", ...defaults, ...argv], { env });
 const seconds = ((Date.now() - started) / 1000).toFixed(0);
-const found = reports();
-for (const file of found) {
-  console.error(`\n===== ${path.relative(root, file)} =====\n${fs.readFileSync(file, "utf8")}`);
+// A log that holds nothing but LeakSanitizer's own failure to run ("Tracer caught signal 11",
+// "LeakSanitizer has encountered a fatal error": its stop-the-world tracer crashed while the
+// process exited) reports no finding: that process went unchecked for leaks. Such logs are
+// printed and counted, but do not fail the run; everything else in the folder does.
+const TRACER_FAILURE = /^Tracer caught signal \d+|^LeakSanitizer has encountered a fatal error|^HINT:/;
+const isTracerFailure = (text) => {
+  const lines = text.split("\n").filter((l) => l.trim() !== "");
+  return lines.length > 0 && lines.every((l) => TRACER_FAILURE.test(l.replace(/^==[\w.-]+==\d+==/, "")));
+};
+const found = [];
+let unchecked = 0;
+for (const file of reports()) {
+  const text = fs.readFileSync(file, "utf8");
+  if (isTracerFailure(text)) {
+    unchecked++;
+    console.warn(`\n===== ${path.relative(root, file)} (LeakSanitizer could not check this process) =====\n${text}`);
+  } else {
+    found.push(file);
+    console.error(`\n===== ${path.relative(root, file)} =====\n${text}`);
+  }
 }
+const note = unchecked > 0 ? `; ${unchecked} process(es) not leak-checked: LeakSanitizer's tracer crashed at exit` : "";
 if (found.length > 0) {
-  console.error(`test:asan: ${found.length} sanitizer report(s) (vitest exit ${status}, ${seconds} s)`);
+  console.error(`test:asan: ${found.length} sanitizer report(s) (vitest exit ${status}, ${seconds} s${note})`);
   process.exit(1);
 }
-console.log(`test:asan: no sanitizer reports (vitest exit ${status}, ${seconds} s)`);
+console.log(`test:asan: no sanitizer reports (vitest exit ${status}, ${seconds} s${note})`);
 process.exit(status);
