@@ -314,7 +314,7 @@ describe("state files", () => {
   });
 });
 
-describe("GGUF type fields out of range (found by fuzz-gguf)", () => {
+describe("inputs the fuzzers found (tests/fuzz/native/regressions)", () => {
   // ggml stores a file's raw type fields in enums before range-checking them: undefined
   // behaviour that UBSan stops on. The addon refuses such files before ggml reads them.
   it("a metadata type, an array item type and a tensor type out of range, or a file ending before a value type, are ERR_GGUF_INVALID", async () => {
