@@ -3,7 +3,10 @@
  * the F32 GPT-2 fixture's layers split across them, logits compared with a local run; then one
  * server is killed mid-generation.
  */
+import fs from "node:fs";
 import net from "node:net";
+import os from "node:os";
+import path from "node:path";
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
@@ -54,6 +57,25 @@ describe("RPC backend", () => {
     const over = await session.generate({ maxTokens: 8, temperature: 0 }).collect();
     const here = await localSession.generate({ maxTokens: 8, temperature: 0 }).collect();
     expect(over.tokens).toEqual(here.tokens);
+  });
+
+  it("stops on SIGTERM even when a preloaded module listens for it (the server thread never returns to JS)", async () => {
+    // As npm run test:asan's preload does: a JS SIGTERM listener cancels the default action.
+    const preload = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "llama-napi-rpc-")), "listen-sigterm.mjs");
+    fs.writeFileSync(preload, 'process.on("SIGTERM", () => {});\n');
+    const before = process.env.NODE_OPTIONS;
+    process.env.NODE_OPTIONS = [before, `--import=${preload}`].filter(Boolean).join(" ");
+    let server: RpcServer;
+    try {
+      server = await startRpcServer({ threads: 1 });
+    } finally {
+      if (before === undefined) delete process.env.NODE_OPTIONS;
+      else process.env.NODE_OPTIONS = before;
+    }
+    const closed = await Promise.race([server.close().then(() => true), new Promise<boolean>((r) => setTimeout(r, 5_000, false))]);
+    if (!closed) process.kill(server.pid, "SIGKILL"); // leave no server behind when it fails
+    fs.rmSync(path.dirname(preload), { recursive: true, force: true });
+    expect(closed).toBe(true);
   });
 
   it("refuses unreachable servers and servers that speak something else with ERR_RPC", async () => {

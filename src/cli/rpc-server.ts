@@ -45,6 +45,10 @@ export async function runRpcServer(argv: string[]): Promise<number> {
   }
   const endpoint = `${host.includes(":") ? `[${host}]` : host}:${port}`;
   process.stderr.write(`llama-napi rpc-server listening on ${endpoint} (${threads} threads)\n`);
+  // rpcServe never returns: this thread stays in ggml's server loop, which has no stop call, so
+  // a JS signal listener (a host's, or an --import preload's) could never run and would only
+  // cancel the signal's default action, leaving a server that ignores SIGTERM. Drop them.
+  for (const signal of ["SIGTERM", "SIGINT", "SIGHUP"] as const) process.removeAllListeners(signal);
   binding().rpcServe(endpoint, threads, mem); // serves until the process is stopped
   return 0;
 }
