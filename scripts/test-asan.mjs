@@ -133,7 +133,11 @@ const started = Date.now();
 // `tr` would report their own leaks under the preloaded runtime) and pack-install (it runs npm
 // and tests the uninstrumented prebuilt binary, not this build).
 const named = argv.some((a) => !a.startsWith("-"));
-const defaults = ["--testTimeout=900000", "--hookTimeout=900000"];
+// One retry: a test whose child process exits non-zero only because LeakSanitizer's tracer
+// crashed as the child exited (see TRACER_FAILURE below; seen in 1 of ~5 full runs, in a CLI
+// child) is run again. A real sanitizer finding still fails the run through its log, whatever
+// the retry gives.
+const defaults = ["--testTimeout=900000", "--hookTimeout=900000", "--retry=1"];
 if (!named) defaults.push("--exclude=tests/report-chromium.test.ts", "--exclude=tests/pack-install.test.ts");
 const status = run(process.execPath, [vitest, "run", ...defaults, ...argv], { env });
 const seconds = ((Date.now() - started) / 1000).toFixed(0);
