@@ -142,7 +142,7 @@ Failure RenderBuiltin(ChatTemplateWrap::State& s, const std::vector<Message>& me
     return {"ERR_TEMPLATE_INVALID",
             "llama.cpp's built-in chat templates do not recognise this template" +
                 std::string(s.custom.empty() ? " (the model's)" : "") +
-                "; render it with the Jinja engine instead (useJinja: true), or name a built-in template such as "
+                "; render it with the Jinja engine instead (engine: \"jinja\"), or name a built-in template such as "
                 "\"chatml\" or \"llama2\""};
   }
   return {};
@@ -151,18 +151,18 @@ Failure RenderBuiltin(ChatTemplateWrap::State& s, const std::vector<Message>& me
 class RenderWorker : public Napi::AsyncWorker {
  public:
   RenderWorker(Napi::Env env, std::shared_ptr<ChatTemplateWrap::State> state, std::vector<Message> messages,
-               bool addGenerationPrompt, bool useJinja, std::map<std::string, std::string> kwargs,
+               bool addGenerationPrompt, bool jinja, std::map<std::string, std::string> kwargs,
                Napi::Promise::Deferred deferred)
       : Napi::AsyncWorker(env, "llama-napi:chatTemplate"),
         state_(std::move(state)),
         messages_(std::move(messages)),
         addGenerationPrompt_(addGenerationPrompt),
-        useJinja_(useJinja),
+        jinja_(jinja),
         kwargs_(std::move(kwargs)),
         deferred_(deferred) {}
 
   void Execute() override {
-    failure_ = useJinja_ ? RenderJinja(*state_, messages_, addGenerationPrompt_, kwargs_, out_)
+    failure_ = jinja_ ? RenderJinja(*state_, messages_, addGenerationPrompt_, kwargs_, out_)
                          : RenderBuiltin(*state_, messages_, addGenerationPrompt_, out_);
   }
 
@@ -186,7 +186,7 @@ class RenderWorker : public Napi::AsyncWorker {
   std::shared_ptr<ChatTemplateWrap::State> state_;
   std::vector<Message> messages_;
   bool addGenerationPrompt_;
-  bool useJinja_;
+  bool jinja_;
   std::map<std::string, std::string> kwargs_;
   Napi::Promise::Deferred deferred_;
   Rendered out_;
@@ -243,7 +243,9 @@ Napi::Value ChatTemplateWrap::Apply(const Napi::CallbackInfo& info) {
   }
   Options options(env, args.OptionalObject(1, "options"), "options");
   const bool addGenerationPrompt = options.Bool("addGenerationPrompt").value_or(true);
-  const bool useJinja = options.Bool("useJinja").value_or(true);
+  const std::string engine = options.String("engine").value_or("jinja");
+  if (engine != "jinja" && engine != "builtin") options.Fail("engine", "\"jinja\" or \"builtin\"");
+  const bool jinja = engine == "jinja";
   std::map<std::string, std::string> kwargs;
   if (auto object = options.Object("kwargs")) {
     Napi::Array keys = object->GetPropertyNames();
@@ -256,7 +258,7 @@ Napi::Value ChatTemplateWrap::Apply(const Napi::CallbackInfo& info) {
   }
   SyncCommonLogLevel();
   auto deferred = Napi::Promise::Deferred::New(env);
-  auto* worker = new RenderWorker(env, state_, std::move(messages), addGenerationPrompt, useJinja, std::move(kwargs),
+  auto* worker = new RenderWorker(env, state_, std::move(messages), addGenerationPrompt, jinja, std::move(kwargs),
                                   deferred);
   worker->Queue();
   return deferred.Promise();

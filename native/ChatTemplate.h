@@ -29,7 +29,7 @@ class ChatTemplateWrap : public Napi::ObjectWrap<ChatTemplateWrap> {
   struct State;  // defined in ChatTemplate.cc
 
  private:
-  // apply(messages: {role, content}[], { addGenerationPrompt, useJinja, kwargs? })
+  // apply(messages: {role, content}[], { addGenerationPrompt, engine: "jinja" | "builtin", kwargs? })
   //   -> Promise<{ prompt, additionalStops, generationPrompt }>
   Napi::Value Apply(const Napi::CallbackInfo& info);
   // The template text in use: the one given, else the model's ("" when it has none).

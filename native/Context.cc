@@ -156,25 +156,25 @@ Napi::Value ContextWrap::InitContext(const Napi::CallbackInfo& info) {
   const llama_model* m = model->model.get();
   const int32_t nTrain = llama_model_n_ctx_train(m);
   const bool learned = compat::HasLearnedPositions(m);
-  const int64_t hw = std::max<int64_t>(1, std::thread::hardware_concurrency());
-  const int64_t sequences = o.Int("sequences", 1, static_cast<int64_t>(llama_max_parallel_sequences())).value_or(1);
-  const int64_t defaultCtx = std::min<int64_t>(nTrain > 0 ? nTrain : 4096, 4096);
-  const int64_t contextSize = o.Int("contextSize", 1, 1 << 24).value_or(defaultCtx);
+  // src/options/context.ts checks the values and fills in every default.
+  const int64_t sequences = o.Required(o.Int("sequences", 1, static_cast<int64_t>(llama_max_parallel_sequences())), "sequences");
+  const int64_t contextSize = o.Required(o.Int("contextSize", 1, 1 << 24), "contextSize");
   if (learned && nTrain > 0 && contextSize > nTrain) {
     return Rejected(env, "ERR_INVALID_ARGUMENT",
                     "contextSize " + std::to_string(contextSize) + " is larger than this model's training context (" +
                         std::to_string(nTrain) + "). The model has learned absolute positions, so it cannot go past " +
                         std::to_string(nTrain) + " tokens.");
   }
-  const int64_t batchSize = o.Int("batchSize", 1, 1 << 16).value_or(512);
+  const int64_t batchSize = o.Required(o.Int("batchSize", 1, 1 << 16), "batchSize");
   // ggml's thread pool is built for at most GGML_MAX_N_THREADS (512) threads.
-  const int64_t threads = o.Int("threads", 1, GGML_MAX_N_THREADS).value_or(std::min<int64_t>(hw, GGML_MAX_N_THREADS));
-  const int64_t threadsBatch = o.Int("threadsBatch", 1, GGML_MAX_N_THREADS).value_or(threads);
-  const std::string kvType = o.String("kvCacheType").value_or("f16");
-  const std::string flash = o.String("flashAttention").value_or("auto");
-  const bool unified = o.Bool("unifiedKvCache").value_or(false);
-  const bool embeddings = o.Bool("embeddings").value_or(false);
-  const std::string pooling = o.String("pooling").value_or("model");
+  const int64_t threads = o.Required(o.Int("threads", 1, GGML_MAX_N_THREADS), "threads");
+  const int64_t threadsBatch = o.Required(o.Int("threadsBatch", 1, GGML_MAX_N_THREADS), "threadsBatch");
+  const std::string kvType = o.Required(o.String("kvCacheType"), "kvCacheType");
+  const std::string flash = o.Required(o.String("flashAttention"), "flashAttention");
+  const bool unified = o.Required(o.Bool("unifiedKvCache"), "unifiedKvCache");
+  const bool embeddings = o.Required(o.Bool("embeddings"), "embeddings");
+  const std::string pooling = embeddings ? o.Required(o.String("pooling"), "pooling") : "";
+  o.CheckAllRead();
   if (contextSize * sequences > (1LL << 26)) {
     return Rejected(env, "ERR_INVALID_ARGUMENT", "contextSize × sequences is too large");
   }

@@ -267,8 +267,9 @@ Napi::Value ModelWrap::Load(const Napi::CallbackInfo& info) {
   std::string path = args.String(0, "path");
   Options opts(env, args.OptionalObject(1, "options"), "options");
   std::optional<bool> useMmap = opts.Bool("useMmap");
-  const bool vocabOnly = opts.Bool("vocabOnly").value_or(false);
-  const int64_t gpuLayers = opts.Int("gpuLayers", -1, 100000).value_or(0);
+  // src/options/load.ts checks the values and fills in the defaults.
+  const bool vocabOnly = opts.Required(opts.Bool("vocabOnly"), "vocabOnly");
+  const int64_t gpuLayers = opts.Required(opts.Int("gpuLayers", -1, 100000), "gpuLayers");
   std::vector<std::string> rpcServers = opts.StringArray("rpcServers", 16).value_or(std::vector<std::string>{});
   std::vector<float> tensorSplit;
   if (std::optional<Napi::Value> split = opts.Raw("tensorSplit")) {
@@ -280,6 +281,7 @@ Napi::Value ModelWrap::Load(const Napi::CallbackInfo& info) {
       tensorSplit.push_back(v.As<Napi::Number>().FloatValue());
     }
   }
+  opts.CheckAllRead();
   std::optional<Napi::Function> onProgress = args.OptionalFunction(2, "onProgress");
   if (disposed_) return Rejected(env, "ERR_DISPOSED", "This Model has been disposed");
   if (loading_ || handle_) return Rejected(env, "ERR_STATE", "load() may only be called once per Model");

@@ -48,6 +48,8 @@ Napi::Value ModelWrap::Detokenize(const Napi::CallbackInfo& info) {
   std::vector<llama_token> tokens = args.Tokens(0, "tokens");
   bool removeSpecial = args.Bool(1, "removeSpecial");
   bool unparseSpecial = args.Bool(2, "unparseSpecial");
+  // undefined: the vocabulary's default (compat::DefaultCleanSpaces).
+  bool cleanSpaces = args.IsMissing(3) ? compat::DefaultCleanSpaces(h->vocab) : args.Bool(3, "cleanUpSpaces");
   for (size_t i = 0; i < tokens.size(); i++) {
     if (tokens[i] < 0 || tokens[i] >= h->nVocab) {
       Throw(env, "ERR_TOKEN_INVALID",
@@ -56,7 +58,7 @@ Napi::Value ModelWrap::Detokenize(const Napi::CallbackInfo& info) {
     }
   }
   std::string text;
-  if (!compat::Detokenize(h->vocab, tokens, removeSpecial, unparseSpecial, text)) {
+  if (!compat::Detokenize(h->vocab, tokens, removeSpecial, unparseSpecial, cleanSpaces, text)) {
     Throw(env, "ERR_UNSUPPORTED", "llama_detokenize failed on these tokens: the model's vocabulary is incomplete or inconsistent");
   }
   return Napi::String::New(env, text);

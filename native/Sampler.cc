@@ -1,6 +1,8 @@
 #include "Sampler.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <string>
 #include <vector>
@@ -14,11 +16,10 @@
 namespace llama_napi {
 namespace {
 
+// Values, ranges and defaults are checked and filled in by src/options/sampling.ts (the table of
+// sampling options); here they are read as they come, with the type checks of Options and the
+// checks that need the model (token ids against the vocabulary).
 constexpr double kMaxFloat = 1e30;
-
-// The default order of the filtering samplers, as in llama.cpp's common sampler.
-const std::vector<std::string> kDefaultOrder = {"penalties", "dry", "topNSigma", "topK", "typicalP",
-                                                "topP", "minP", "xtc", "temperature"};
 
 uint32_t SeedOf(const Options& o) {
   std::optional<int64_t> seed = o.Int("seed", 0, 0xFFFFFFFFLL);
@@ -49,20 +50,34 @@ std::vector<llama_logit_bias> LogitBias(Napi::Env env, const Options& o, const l
   return out;
 }
 
-void AddDry(Napi::Env env, llama_sampler* chain, const llama_vocab* vocab, const Options& o, int32_t contextSize) {
+struct DrySettings {
+  float multiplier = 0, base = 0;
+  int32_t allowed = 0, lastN = 0;
+  std::vector<std::string> breakers;
+};
+
+std::optional<DrySettings> ReadDry(Napi::Env env, const Options& o, int32_t contextSize) {
   std::optional<Napi::Object> dryObj = o.Object("dry");
-  if (!dryObj) return;
+  if (!dryObj) return std::nullopt;
   Options d(env, *dryObj, "sampling.dry");
-  float multiplier = static_cast<float>(d.Number("multiplier", 0, kMaxFloat).value_or(0.8));
-  float base = static_cast<float>(d.Number("base", 1, kMaxFloat).value_or(1.75));
-  int32_t allowed = static_cast<int32_t>(d.Int("allowedLength", 0, 1 << 20).value_or(2));
-  int32_t lastN = static_cast<int32_t>(d.Int("penaltyLastN", -1, 1 << 24).value_or(-1));
-  if (lastN < 0) lastN = contextSize;
-  std::vector<std::string> breakers = d.StringArray("sequenceBreakers", 64).value_or(
-      std::vector<std::string>{"\n", ":", "\"", "*"});
+  DrySettings s;
+  s.multiplier = static_cast<float>(d.Required(d.Number("multiplier", 0, kMaxFloat), "multiplier"));
+  s.base = static_cast<float>(d.Required(d.Number("base", 1, kMaxFloat), "base"));
+  s.allowed = static_cast<int32_t>(d.Required(d.Int("allowedLength", 0, 1 << 20), "allowedLength"));
+  s.lastN = static_cast<int32_t>(d.Required(d.Int("penaltyLastN", -1, 1 << 24), "penaltyLastN"));
+  if (s.lastN < 0) s.lastN = contextSize;
+  s.breakers = d.Required(d.StringArray("sequenceBreakers", 64), "sequenceBreakers");
+  d.CheckAllRead();
+  if (s.multiplier <= 0) return std::nullopt;  // 0 disables DRY
+  return s;
+}
+
+void AddDry(llama_sampler* chain, const llama_vocab* vocab, const std::optional<DrySettings>& dry) {
+  if (!dry) return;
   std::vector<const char*> cbreakers;
-  for (const auto& b : breakers) cbreakers.push_back(b.c_str());
-  llama_sampler_chain_add(chain, llama_sampler_init_dry(vocab, multiplier, base, allowed, lastN, cbreakers.data(), cbreakers.size()));
+  for (const auto& b : dry->breakers) cbreakers.push_back(b.c_str());
+  llama_sampler_chain_add(chain, llama_sampler_init_dry(vocab, dry->multiplier, dry->base, dry->allowed, dry->lastN,
+                                                        cbreakers.data(), cbreakers.size()));
 }
 
 // JSON Schema → GBNF with llama.cpp's own converter (common/json-schema-to-grammar).
@@ -87,39 +102,45 @@ Sampling BuildSampler(Napi::Env env, const llama_model* model, Napi::Object conf
   const int32_t nVocab = llama_vocab_n_tokens(vocab);
   Options o(env, config, "sampling");
 
-  const double temperature = o.Number("temperature", 0, kMaxFloat).value_or(0.8);
-  const int64_t topK = o.Int("topK", 0, nVocab).value_or(40);
-  const double topP = o.Number("topP", 0, 1).value_or(0.95);
-  const double minP = o.Number("minP", 0, 1).value_or(0.05);
-  const double typicalP = o.Number("typicalP", 0, 1).value_or(1.0);
-  const double topNSigma = o.Number("topNSigma", -1, kMaxFloat).value_or(-1);
-  const double dynaRange = o.Number("dynamicTemperatureRange", 0, kMaxFloat).value_or(0);
-  const double dynaExp = o.Number("dynamicTemperatureExponent", 0, kMaxFloat).value_or(1);
-  const double repeatPenalty = o.Number("repeatPenalty", 0, kMaxFloat).value_or(1.0);
-  const double frequencyPenalty = o.Number("frequencyPenalty", -kMaxFloat, kMaxFloat).value_or(0);
-  const double presencePenalty = o.Number("presencePenalty", -kMaxFloat, kMaxFloat).value_or(0);
-  int64_t penaltyLastN = o.Int("penaltyLastN", -1, 1 << 24).value_or(64);
+  const double temperature = o.Required(o.Number("temperature", 0, kMaxFloat), "temperature");
+  const int64_t topK = o.Required(o.Int("topK", 0, nVocab), "topK");
+  const double topP = o.Required(o.Number("topP", 0, 1), "topP");
+  const double minP = o.Required(o.Number("minP", 0, 1), "minP");
+  const double typicalP = o.Required(o.Number("typicalP", 0, 1), "typicalP");
+  const double topNSigma = o.Required(o.Number("topNSigma", -kMaxFloat, kMaxFloat), "topNSigma");
+  const double dynaRange = o.Required(o.Number("dynamicTemperatureRange", 0, kMaxFloat), "dynamicTemperatureRange");
+  const double dynaExp = o.Required(o.Number("dynamicTemperatureExponent", 0, kMaxFloat), "dynamicTemperatureExponent");
+  const double repeatPenalty = o.Required(o.Number("repeatPenalty", 0, kMaxFloat), "repeatPenalty");
+  const double frequencyPenalty = o.Required(o.Number("frequencyPenalty", -kMaxFloat, kMaxFloat), "frequencyPenalty");
+  const double presencePenalty = o.Required(o.Number("presencePenalty", -kMaxFloat, kMaxFloat), "presencePenalty");
+  int64_t penaltyLastN = o.Required(o.Int("penaltyLastN", -1, 1 << 24), "penaltyLastN");
   if (penaltyLastN < 0) penaltyLastN = contextSize;
-  const int64_t minKeep = o.Int("minKeep", 0, nVocab).value_or(0);
+  const int64_t minKeep = o.Required(o.Int("minKeep", 0, nVocab), "minKeep");
   const uint32_t seed = SeedOf(o);
-  if (repeatPenalty <= 0) Throw(env, "ERR_INVALID_ARGUMENT", "sampling.repeatPenalty must be > 0 (1 disables it)");
 
-  double xtcProbability = 0, xtcThreshold = 0.1;
+  double xtcProbability = 0, xtcThreshold = 0;
   if (std::optional<Napi::Object> xtc = o.Object("xtc")) {
     Options x(env, *xtc, "sampling.xtc");
-    xtcProbability = x.Number("probability", 0, 1).value_or(0);
-    xtcThreshold = x.Number("threshold", 0, 1).value_or(0.1);
+    xtcProbability = x.Required(x.Number("probability", 0, 1), "probability");
+    xtcThreshold = x.Required(x.Number("threshold", 0, 1), "threshold");
+    x.CheckAllRead();
   }
   int64_t mirostat = 0;
-  double mirostatTau = 5.0, mirostatEta = 0.1;
+  double mirostatTau = 0, mirostatEta = 0;
   if (std::optional<Napi::Object> m = o.Object("mirostat")) {
     Options mo(env, *m, "sampling.mirostat");
-    mirostat = mo.Int("version", 1, 2).value_or(2);
-    mirostatTau = mo.Number("tau", 0, kMaxFloat).value_or(5.0);
-    mirostatEta = mo.Number("eta", 0, kMaxFloat).value_or(0.1);
+    mirostat = mo.Required(mo.Int("version", 1, 2), "version");
+    mirostatTau = mo.Required(mo.Number("tau", 0, kMaxFloat), "tau");
+    mirostatEta = mo.Required(mo.Number("eta", 0, kMaxFloat), "eta");
+    mo.CheckAllRead();
   }
-  std::vector<std::string> order = o.StringArray("order", 16).value_or(kDefaultOrder);
+  const std::optional<DrySettings> dry = ReadDry(env, o, contextSize);
+  std::vector<std::string> order = o.Required(o.StringArray("samplerOrder", 16), "samplerOrder");
   std::vector<llama_logit_bias> bias = LogitBias(env, o, vocab);
+  std::optional<std::string> grammar = o.String("grammar");
+  const std::optional<std::string> schema = o.String("jsonSchema");
+  const std::string root = o.Required(o.String("grammarRoot"), "grammarRoot");
+  o.CheckAllRead();
 
   llama_sampler_chain_params cp = llama_sampler_chain_default_params();
   cp.no_perf = true;
@@ -127,13 +148,11 @@ Sampling BuildSampler(Napi::Env env, const llama_model* model, Napi::Object conf
   out.chain.reset(llama_sampler_chain_init(cp));
   llama_sampler* chain = out.chain.get();
 
-  std::optional<std::string> grammar = o.String("grammar");
-  if (std::optional<std::string> schema = o.String("jsonSchema")) {
+  if (schema) {
     if (grammar) Throw(env, "ERR_INVALID_ARGUMENT", "Pass either grammar or jsonSchema, not both");
     grammar = SchemaToGrammar(env, *schema);
   }
   if (grammar) {
-    std::string root = o.String("grammarRoot").value_or("root");
     LogCapture capture;
     out.grammar.reset(llama_sampler_init_grammar(vocab, grammar->c_str(), root.c_str()));
     if (!out.grammar) {
@@ -153,7 +172,7 @@ Sampling BuildSampler(Napi::Env env, const llama_model* model, Napi::Object conf
                                                                         static_cast<float>(frequencyPenalty),
                                                                         static_cast<float>(presencePenalty)));
     }
-    AddDry(env, chain, vocab, o, contextSize);
+    AddDry(chain, vocab, dry);
     llama_sampler_chain_add(chain, llama_sampler_init_greedy());
     out.greedyOnly = IsGreedyOnly(chain);
     return out;
@@ -175,7 +194,7 @@ Sampling BuildSampler(Napi::Env env, const llama_model* model, Napi::Object conf
                                          static_cast<float>(frequencyPenalty), static_cast<float>(presencePenalty));
       }
     } else if (name == "dry") {
-      AddDry(env, chain, vocab, o, contextSize);
+      AddDry(chain, vocab, dry);
     } else if (name == "topNSigma") {
       if (topNSigma > 0) s = llama_sampler_init_top_n_sigma(static_cast<float>(topNSigma));
     } else if (name == "topK") {

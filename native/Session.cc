@@ -161,7 +161,7 @@ void SessionWrap::Generate(const Napi::CallbackInfo& info) {
   for (const auto& s : stops) {
     if (s.empty()) Throw(env, "ERR_INVALID_ARGUMENT", "options.stop must not contain empty strings");
   }
-  Napi::Object sampling = o.Object("sampling").value_or(Napi::Object::New(env));
+  Napi::Object sampling = o.Required(o.Object("sampling"), "sampling");
   const int64_t logprobs = o.Int("logprobs", 0, 100).value_or(-1);
   int64_t shiftKeep = -1;
   if (std::optional<Napi::Object> shift = o.Object("contextShift")) {
@@ -169,6 +169,7 @@ void SessionWrap::Generate(const Napi::CallbackInfo& info) {
   }
   std::optional<Napi::Value> processor = o.Raw("logitsProcessor");
   if (processor && !processor->IsFunction()) o.Fail("logitsProcessor", "a function");
+  o.CheckAllRead();
   const llama_model* model = engine_->model()->model.get();
   auto job = std::make_shared<GenJob>(engine_->model()->vocab, std::move(stops));
   job->sampling = BuildSampler(env, model, sampling, static_cast<int32_t>(engine_->capacity()));

@@ -155,25 +155,46 @@ Napi::Int32Array ToInt32Array(Napi::Env env, const int32_t* data, size_t n) {
   return arr;
 }
 
+Napi::Value Options::Get(const char* key) const {
+  read_.emplace_back(key);
+  return obj_.Get(key);
+}
+
+void Options::MissingDefault(const char* key) const {
+  Throw(env_, "ERR_INTERNAL", what_ + "." + key + " is missing: the option tables in src/options/ set every default");
+}
+
+void Options::CheckAllRead() const {
+  Napi::Array names = obj_.GetPropertyNames();
+  for (uint32_t i = 0; i < names.Length(); i++) {
+    Napi::Value name = names.Get(i);
+    if (!name.IsString()) continue;
+    std::string key = name.As<Napi::String>().Utf8Value();
+    if (std::find(read_.begin(), read_.end(), key) != read_.end()) continue;
+    if (obj_.Get(key).IsUndefined()) continue;
+    Throw(env_, "ERR_INTERNAL", what_ + "." + key + " is an option the native layer does not read");
+  }
+}
+
 void Options::Fail(const char* key, const std::string& expected) const {
-  Napi::Value v = obj_.Get(key);
+  Napi::Value v = Get(key);
   BadArg(env_, what_ + "." + key, expected, v);
 }
 
 std::optional<Napi::Value> Options::Raw(const char* key) const {
-  Napi::Value v = obj_.Get(key);
+  Napi::Value v = Get(key);
   if (v.IsUndefined()) return std::nullopt;
   return v;
 }
 
 std::optional<int64_t> Options::Int(const char* key, int64_t min, int64_t max) const {
-  Napi::Value v = obj_.Get(key);
+  Napi::Value v = Get(key);
   if (v.IsUndefined()) return std::nullopt;
   return CheckedInt(env_, v, what_ + "." + key, min, max);
 }
 
 std::optional<double> Options::Number(const char* key, double min, double max) const {
-  Napi::Value v = obj_.Get(key);
+  Napi::Value v = Get(key);
   if (v.IsUndefined()) return std::nullopt;
   if (!v.IsNumber()) Fail(key, "a number");
   double d = v.As<Napi::Number>().DoubleValue();
@@ -186,21 +207,21 @@ std::optional<double> Options::Number(const char* key, double min, double max) c
 }
 
 std::optional<bool> Options::Bool(const char* key) const {
-  Napi::Value v = obj_.Get(key);
+  Napi::Value v = Get(key);
   if (v.IsUndefined()) return std::nullopt;
   if (!v.IsBoolean()) Fail(key, "a boolean");
   return v.As<Napi::Boolean>().Value();
 }
 
 std::optional<std::string> Options::String(const char* key) const {
-  Napi::Value v = obj_.Get(key);
+  Napi::Value v = Get(key);
   if (v.IsUndefined()) return std::nullopt;
   if (!v.IsString()) Fail(key, "a string");
   return v.As<Napi::String>().Utf8Value();
 }
 
 std::optional<std::vector<std::string>> Options::StringArray(const char* key, size_t maxItems) const {
-  Napi::Value v = obj_.Get(key);
+  Napi::Value v = Get(key);
   if (v.IsUndefined()) return std::nullopt;
   if (!v.IsArray()) Fail(key, "an array of strings");
   Napi::Array arr = v.As<Napi::Array>();
@@ -218,7 +239,7 @@ std::optional<std::vector<std::string>> Options::StringArray(const char* key, si
 }
 
 std::optional<Napi::Object> Options::Object(const char* key) const {
-  Napi::Value v = obj_.Get(key);
+  Napi::Value v = Get(key);
   if (v.IsUndefined()) return std::nullopt;
   if (!v.IsObject()) Fail(key, "an object");
   return v.As<Napi::Object>();

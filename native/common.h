@@ -75,9 +75,22 @@ class Args {
 };
 
 // Checked access to the fields of an options object; a missing or undefined field gives nullopt.
+// The option tables in src/options/ check values and fill in defaults before they get here; the
+// native side checks types again (and what only it can check, like token ids), and with
+// Required()/CheckAllRead() insists that it and the table agree on the names.
 class Options {
  public:
   Options(Napi::Env env, Napi::Object obj, std::string what) : env_(env), obj_(obj), what_(std::move(what)) {}
+
+  // A value the TS layer always sets (its table has a default): missing is an internal error.
+  template <class T>
+  T Required(std::optional<T> value, const char* key) const {
+    if (!value) MissingDefault(key);
+    return *value;
+  }
+  // Throws ERR_INTERNAL naming any field of the object that no accessor read: an option in a
+  // table in src/options/ that the native layer does not use.
+  void CheckAllRead() const;
 
   std::optional<int64_t> Int(const char* key, int64_t min, int64_t max) const;
   std::optional<double> Number(const char* key, double min, double max) const;
@@ -90,9 +103,13 @@ class Options {
   [[noreturn]] void Fail(const char* key, const std::string& expected) const;
 
  private:
+  Napi::Value Get(const char* key) const;
+  [[noreturn]] void MissingDefault(const char* key) const;
+
   Napi::Env env_;
   Napi::Object obj_;
   std::string what_;
+  mutable std::vector<std::string> read_;
 };
 
 // Tokens from a JS value (Int32Array or array of integers); throws ERR_INVALID_ARGUMENT.

@@ -1,6 +1,17 @@
-// The one place that knows llama.h's exact API. When llama.cpp renames or reshapes a
-// function, only this file changes. Ownership of every llama handle is expressed here:
-// each handle type gets a std::unique_ptr whose deleter is the matching llama free function.
+// What the addon needs from llama.cpp beyond one plain call to a llama.h function. Code
+// elsewhere in native/ calls llama.h directly where one call does the job (llama_vocab_bos,
+// llama_model_n_layer, llama_sampler_init_top_k, ...: wrapping those would only rename them).
+// This file holds the rest, so that each of these is written once:
+//  - ownership: each llama handle type gets a std::unique_ptr whose deleter is the matching
+//    llama free function, and Batch owns a llama_batch;
+//  - calls with a protocol: the size-then-fill buffers of llama_tokenize, llama_detokenize,
+//    llama_token_to_piece and llama_chat_apply_template; the KV cache's sequence operations
+//    (llama_memory_seq_*);
+//  - the C++ exceptions llama.cpp's C API lets out (its tokenizers), caught here;
+//  - everything that reaches past llama.h into llama.cpp's sources (src/llama-ext.h,
+//    src/llama-vocab.h: what the C API does not expose), and ggml's CPU thread pool, looked up
+//    through the backend registry.
+// When llama.cpp reshapes one of these, this file is where it changes.
 #pragma once
 
 #include <ggml-backend.h>
@@ -9,6 +20,9 @@
 
 // llama.cpp's staging API (src/llama-ext.h), for llama_get_memory_breakdown.
 #include "../vendor/llama.cpp/src/llama-ext.h"
+// llama.cpp's vocabulary class (src/llama-vocab.h: what llama_vocab is behind llama.h's opaque
+// pointer), for the two flags its C API does not expose: the clean-up of spaces and the space prefix.
+#include "../vendor/llama.cpp/src/llama-vocab.h"
 
 #include <exception>
 #include <memory>
@@ -105,15 +119,27 @@ inline int32_t VocabSize(const llama_model* m) { return llama_vocab_n_tokens(Voc
 // wrappers below catch it, since an exception must not cross the N-API boundary or end a decode
 // thread.
 
+// Appends the text of one token (UTF-8 bytes, possibly a partial character) to `out`, without
+// its first `lstrip` leading spaces. Throws what llama.cpp throws; false when llama.cpp fails.
+inline bool AppendPiece(const llama_vocab* vocab, llama_token token, int32_t lstrip, bool special, std::string& out) {
+  char small[64];
+  int32_t n = llama_token_to_piece(vocab, token, small, sizeof(small), lstrip, special);
+  if (n >= 0) {
+    out.append(small, static_cast<size_t>(n));
+    return true;
+  }
+  const size_t at = out.size();
+  out.resize(at + static_cast<size_t>(-n));
+  n = llama_token_to_piece(vocab, token, out.data() + at, -n, lstrip, special);
+  out.resize(n > 0 ? at + static_cast<size_t>(n) : at);
+  return n >= 0;
+}
+
 // Text of one token as UTF-8 bytes (possibly a partial character); empty if llama.cpp throws.
 inline std::string TokenPiece(const llama_vocab* vocab, llama_token token, bool special) noexcept {
   try {
-    char small[64];
-    int32_t n = llama_token_to_piece(vocab, token, small, sizeof(small), 0, special);
-    if (n >= 0) return std::string(small, static_cast<size_t>(n));
-    std::string out(static_cast<size_t>(-n), '\0');
-    n = llama_token_to_piece(vocab, token, out.data(), static_cast<int32_t>(out.size()), 0, special);
-    out.resize(n > 0 ? static_cast<size_t>(n) : 0);
+    std::string out;
+    AppendPiece(vocab, token, 0, special, out);
     return out;
   } catch (const std::exception&) {
     return std::string();
@@ -145,22 +171,101 @@ inline TokenizeStatus Tokenize(const llama_vocab* vocab, const std::string& text
   }
 }
 
-// False when llama.cpp fails or throws.
-inline bool Detokenize(const llama_vocab* vocab, const std::vector<llama_token>& tokens, bool removeSpecial,
-                       bool unparseSpecial, std::string& out) noexcept {
-  try {
-    out.resize(tokens.size() * 8 + 16);
-    int32_t n = llama_detokenize(vocab, tokens.data(), static_cast<int32_t>(tokens.size()), out.data(),
-                                 static_cast<int32_t>(out.size()), removeSpecial, unparseSpecial);
-    if (n < 0) {
-      out.resize(static_cast<size_t>(-n));
-      n = llama_detokenize(vocab, tokens.data(), static_cast<int32_t>(tokens.size()), out.data(),
-                           static_cast<int32_t>(out.size()), removeSpecial, unparseSpecial);
-      if (n < 0) return false;
+// Whether llama_detokenize cleans up spaces for this vocabulary (clean_up_tokenization_spaces:
+// " ." → ".", " 're" → "'re", ...). llama.cpp sets it per tokenizer type and pre-tokenizer
+// (llama_vocab::impl::load: BPE and WPM yes except a few pre-tokenizers, SPM, UGM, RWKV no);
+// the C API does not expose it.
+inline bool VocabCleansSpaces(const llama_vocab* vocab) { return vocab->get_clean_spaces(); }
+
+// What detokenize() does by default: the clean-up only for WordPiece (BERT) vocabularies, whose
+// text does not survive tokenization anyway and whose reference decoder (Hugging Face's) cleans
+// up; every other tokenizer gives back exactly the text its tokens spell, as their reference
+// implementations do (tiktoken and the byte-level BPE decoders, SentencePiece).
+inline bool DefaultCleanSpaces(const llama_vocab* vocab) {
+  return llama_vocab_type(vocab) == LLAMA_VOCAB_TYPE_WPM && VocabCleansSpaces(vocab);
+}
+
+// llama.cpp's clean-up of spaces, as llama_vocab::impl::detokenize does it (the same three passes
+// over the bytes, in place), for when the vocabulary's own setting differs from the caller's.
+inline void CleanSpaces(std::string& s) {
+  char* text = s.data();
+  // First pass: " ?", " !", " .", " ," lose the space.
+  const size_t total1 = s.size();
+  size_t total = total1 ? 1 : 0;
+  for (size_t i = 1; i < total1; ++i) {
+    const char x = text[i];
+    if (text[i - 1] == ' ' && (x == '?' || x == '!' || x == '.' || x == ',')) total--;
+    text[total++] = x;
+  }
+  // Second pass: a single apostrophe between spaces, " ' ", loses both spaces.
+  const size_t total2 = total;
+  total = total ? 1 : 0;
+  for (size_t i = 1; i < total2; ++i) {
+    const char x = text[i];
+    if (x == '\'' && i + 1 < total2 && text[i - 1] == ' ' && text[i + 1] == ' ') {
+      total--;
+      text[++i] = '\0';
     }
-    out.resize(static_cast<size_t>(n));
+    text[total++] = x;
+  }
+  // Third pass: the contractions " 's", " 'm", " 're", " 've" lose the space (" 't", " 'd",
+  // " 'll" keep it).
+  const size_t total3 = total;
+  total = total ? 1 : 0;
+  for (size_t i = 1; i < total3; ++i) {
+    const char x = text[i];
+    if (text[i - 1] == ' ' && x == '\'' && i + 1 < total3) {
+      const char x1 = text[i + 1];
+      const char x2 = i + 2 < total3 ? text[i + 2] : '\0';
+      if (x1 == 's' || x1 == 'm' || (x1 == 'r' && x2 == 'e') || (x1 == 'v' && x2 == 'e')) total--;
+    }
+    text[total++] = x;
+  }
+  s.resize(total);
+}
+
+// Tokens to text, as llama_detokenize makes it, with the clean-up of spaces as asked (llama.cpp
+// applies its vocabulary's own setting: see VocabCleansSpaces). False when llama.cpp fails or throws.
+inline bool Detokenize(const llama_vocab* vocab, const std::vector<llama_token>& tokens, bool removeSpecial,
+                       bool unparseSpecial, bool cleanSpaces, std::string& out) noexcept {
+  try {
+    if (tokens.size() > static_cast<size_t>(INT32_MAX)) return false;
+    if (cleanSpaces == VocabCleansSpaces(vocab)) {
+      out.resize(tokens.size() * 8 + 16);
+      int32_t n = llama_detokenize(vocab, tokens.data(), static_cast<int32_t>(tokens.size()), out.data(),
+                                   static_cast<int32_t>(out.size()), removeSpecial, unparseSpecial);
+      if (n < 0) {
+        out.resize(static_cast<size_t>(-n));
+        n = llama_detokenize(vocab, tokens.data(), static_cast<int32_t>(tokens.size()), out.data(),
+                             static_cast<int32_t>(out.size()), removeSpecial, unparseSpecial);
+        if (n < 0) return false;
+      }
+      out.resize(static_cast<size_t>(n));
+      return true;
+    }
+    // llama_vocab::impl::detokenize with the other setting: the pieces, less a BOS/EOS the
+    // vocabulary adds (when asked) and the space prefix it adds to the text, then the clean-up.
+    out.clear();
+    if (llama_vocab_type(vocab) == LLAMA_VOCAB_TYPE_NONE) return true;
+    size_t begin = 0;
+    size_t end = tokens.size();
+    bool removeSpace = vocab->get_add_space_prefix();
+    if (removeSpecial && llama_vocab_get_add_bos(vocab) && end > 0 && tokens[0] == llama_vocab_bos(vocab)) {
+      removeSpace = false;
+      begin = 1;
+    }
+    if (removeSpecial && llama_vocab_get_add_eos(vocab) && end > begin && tokens[end - 1] == llama_vocab_eos(vocab)) {
+      end--;
+    }
+    for (size_t i = begin; i < end; i++) {
+      if (!AppendPiece(vocab, tokens[i], removeSpace ? 1 : 0, unparseSpecial, out)) return false;
+      removeSpace = false;
+    }
+    if (out.size() > static_cast<size_t>(INT32_MAX)) return false;
+    if (cleanSpaces) CleanSpaces(out);
     return true;
   } catch (const std::exception&) {
+    out.clear();
     return false;
   }
 }

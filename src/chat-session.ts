@@ -10,12 +10,17 @@
  * const answer = await chat.send("And then?").text();
  * ```
  */
-import { ChatTemplate, type ChatMessage, type ChatTemplateOptions, type RenderedChat } from "./chat.js";
+import { ChatTemplate, checkChatOptions, type ChatMessage, type ChatTemplateOptions, type RenderedChat } from "./chat.js";
 import type { Context } from "./context.js";
 import { AbortError, ContextFullError, LlamaError, invalidArgument } from "./errors.js";
 import type { FinishReason, GeneratedToken, Generation } from "./generation.js";
 import type { GenerateOptions, PromptResult, Session } from "./session.js";
 
+/**
+ * The options of a {@link ChatSession}. `engine`, `bosToken` and `eosToken` are those of
+ * renderChat(), for the template the chat makes (not with a ChatTemplate, which has its own).
+ * An option not listed here is refused with ERR_INVALID_ARGUMENT.
+ */
 export interface ChatSessionOptions extends Omit<ChatTemplateOptions, "template"> {
   /** The system message, kept first in the history and never dropped. */
   systemPrompt?: string;
@@ -34,6 +39,20 @@ export interface ChatSessionOptions extends Omit<ChatTemplateOptions, "template"
   onTrim?: (event: ChatTrimEvent) => void;
 }
 
+/** Every key of ChatSessionOptions (checked by the compiler). */
+const SESSION_KEYS: { readonly [K in keyof ChatSessionOptions]-?: true } = {
+  systemPrompt: true,
+  template: true,
+  engine: true,
+  bosToken: true,
+  eosToken: true,
+  messages: true,
+  session: true,
+  reserveTokens: true,
+  onTrim: true,
+};
+const KNOWN_KEYS: readonly string[] = Object.keys(SESSION_KEYS);
+
 /** Generation options of a turn (context shifts are not offered: old turns are dropped instead). */
 export type ChatSendOptions = Omit<GenerateOptions, "contextShift">;
 
@@ -41,6 +60,7 @@ export type ChatSendOptions = Omit<GenerateOptions, "contextShift">;
 export interface ChatTrimEvent {
   /** User turns dropped (each with the replies that followed it). */
   droppedTurns: number;
+  /** The messages dropped, oldest first. */
   droppedMessages: ChatMessage[];
   /** Tokens of the shortened conversation that had to be evaluated again. */
   reEvaluated: number;
@@ -48,10 +68,13 @@ export interface ChatTrimEvent {
   reused: number;
 }
 
+/** One finished turn of a {@link ChatSession}: the reply, why it ended and what evaluating the conversation cost. */
 export interface ChatTurnResult {
   /** The reply, as added to the history. */
   text: string;
+  /** The reply's tokens. */
   tokens: number[];
+  /** Why the reply ended. */
   finishReason: FinishReason;
   /** The rendered conversation's evaluation: tokens reused from the cache and evaluated anew. */
   prompt: PromptResult;
@@ -96,6 +119,7 @@ export class ChatReply implements AsyncIterable<GeneratedToken> {
     started.catch((err: unknown) => this.#reject(err));
   }
 
+  /** The reply's tokens as they are generated; throws ERR_STATE when the reply was consumed already. */
   [Symbol.asyncIterator](): AsyncIterator<GeneratedToken> {
     if (this.#iterated) throw new LlamaError("ERR_STATE", "A chat reply can be consumed only once");
     this.#iterated = true;
@@ -157,8 +181,11 @@ export class ChatReply implements AsyncIterable<GeneratedToken> {
 
 /** A conversation over one session of a context; see the module comment. */
 export class ChatSession {
+  /** The context whose session the chat runs on. */
   readonly context: Context;
+  /** The session holding the conversation's tokens. */
   readonly session: Session;
+  /** The template every turn is rendered with. */
   readonly template: ChatTemplate;
   readonly #ownsSession: boolean;
   readonly #systemPrompt: string | undefined;
@@ -167,8 +194,9 @@ export class ChatSession {
   #history: ChatMessage[];
   #busy = false;
 
+  /** A chat on a new session of `context` (or `options.session`); unknown options throw ERR_INVALID_ARGUMENT. */
   constructor(context: Context, options: ChatSessionOptions = {}) {
-    if (options === null || typeof options !== "object") invalidArgument("options", "an object", options);
+    checkChatOptions("ChatSession options", options, KNOWN_KEYS);
     const { systemPrompt, template, messages = [], session, reserveTokens, onTrim, ...templateOptions } = options;
     if (systemPrompt !== undefined && typeof systemPrompt !== "string") invalidArgument("systemPrompt", "a string", systemPrompt);
     if (reserveTokens !== undefined && (!Number.isInteger(reserveTokens) || reserveTokens < 1)) {
@@ -178,6 +206,11 @@ export class ChatSession {
     if (!Array.isArray(messages)) invalidArgument("messages", "an array of { role, content }", messages);
     for (const [i, m] of messages.entries()) checkMessage(m, `messages[${i}]`);
     if (session !== undefined && session.context !== context) invalidArgument("session", "a session of this context", session);
+    if (template instanceof ChatTemplate) {
+      for (const [name, value] of Object.entries(templateOptions)) {
+        if (value !== undefined) invalidArgument(name, "unset with a ChatTemplate (give it to new ChatTemplate() instead)", value);
+      }
+    }
     this.template = template instanceof ChatTemplate ? template : new ChatTemplate(context.model, { ...templateOptions, template });
     this.context = context;
     this.session = session ?? context.createSession();
@@ -193,6 +226,7 @@ export class ChatSession {
     return [...this.#system(), ...this.#history.map((m) => ({ ...m }))];
   }
 
+  /** The system message given, if any. */
   get systemPrompt(): string | undefined {
     return this.#systemPrompt;
   }
@@ -246,6 +280,7 @@ export class ChatSession {
     if (this.#ownsSession) this.session.dispose();
   }
 
+  /** The same as dispose(), for `using`. */
   [Symbol.dispose](): void {
     this.dispose();
   }

@@ -1,41 +1,31 @@
-import os from "node:os";
 import path from "node:path";
 
 import { DisposedError, LlamaError, invalidArgument } from "./errors.js";
 import type { Model } from "./model.js";
-import { binding, type NativeContext, type NativeContextInfo, type NativeContextStats } from "./native.js";
+import { binding, type NativeContext, type NativeContextInfo, type NativeContextOptions, type NativeContextStats } from "./native.js";
 
-/** Counters of the context's decode loop. */
-export type ContextStats = NativeContextStats;
+import { CONTEXT_OPTIONS, type ContextOptions } from "./options/context.js";
+import { readOptions, type ParsedOptions } from "./options/spec.js";
 import { Session } from "./session.js";
 
-export type KvCacheType = "f16" | "f32" | "bf16" | "q8_0" | "q4_0" | "q4_1" | "q5_0" | "q5_1" | "iq4_nl";
+export { defaultThreads, type ContextOptions, type KvCacheType } from "./options/context.js";
 
-export interface ContextOptions {
-  /**
-   * Tokens each session can hold (default: the model's training context, at most 4096).
-   * The KV cache holds `contextSize × sequences` tokens in all.
-   */
-  contextSize?: number;
-  /** Tokens per llama_decode call (default 512). */
-  batchSize?: number;
-  /** CPU threads for generation (default: the number of available CPUs). */
-  threads?: number;
-  /** CPU threads for prompt processing (default: `threads`). */
-  threadsBatch?: number;
-  /** How many sessions the context can hold at once (default 1). */
-  sequences?: number;
-  /** Type of the KV cache (default "f16"; quantised V caches need flash attention). */
-  kvCacheType?: KvCacheType;
-  /** Flash attention: "auto" (default), "on" or "off". */
-  flashAttention?: "auto" | "on" | "off";
-  /** One KV buffer shared by every session instead of one per session (default false). */
-  unifiedKvCache?: boolean;
-}
+/**
+ * Counters of the context's decode loop.
+ * @interface
+ */
+export type ContextStats = NativeContextStats;
 
-/** The default thread count: the CPUs this process may use, capped at 16. */
-export function defaultThreads(): number {
-  return Math.max(1, Math.min(os.availableParallelism(), 16));
+/** @internal Makes and initialises a native context (freed again if that fails). */
+export async function createNativeContext(model: Model, options: NativeContextOptions): Promise<NativeContext> {
+  const native = new (binding().Context)();
+  try {
+    await native.init(model.native, options);
+  } catch (err) {
+    native.dispose();
+    throw err;
+  }
+  return native;
 }
 
 /**
@@ -54,18 +44,11 @@ export class Context {
 
   /** @internal Use model.createContext(). */
   static async create(model: Model, options: ContextOptions): Promise<Context> {
-    if (options === null || typeof options !== "object") invalidArgument("options", "an object", options);
-    const native = new (binding().Context)();
-    try {
-      await native.init(model.native, {
-        ...options,
-        threads: options.threads ?? defaultThreads(),
-      });
-    } catch (err) {
-      native.dispose();
-      throw err;
-    }
-    return new Context(model, native);
+    const settings = readOptions(CONTEXT_OPTIONS, options, "context options", {
+      defaults: true,
+      scope: { trainingContext: model.info.trainContextSize },
+    }) as Required<ParsedOptions<typeof CONTEXT_OPTIONS>>;
+    return new Context(model, await createNativeContext(model, { ...settings, embeddings: false }));
   }
 
   private constructor(model: Model, native: NativeContext) {
@@ -84,16 +67,17 @@ export class Context {
     return this.#native;
   }
 
-  /** Tokens in the whole KV cache. */
+  /** Tokens one session can hold: the `contextSize` it was created with. */
   get contextSize(): number {
-    return this.#info.contextSize;
-  }
-
-  /** Tokens one session can hold. */
-  get sessionCapacity(): number {
     return this.#info.sessionCapacity;
   }
 
+  /** Tokens in the whole KV cache: `contextSize × sequences`. */
+  get kvCacheSize(): number {
+    return this.#info.contextSize;
+  }
+
+  /** How many sessions the context can hold at once. */
   get sequences(): number {
     return this.#info.sequences;
   }

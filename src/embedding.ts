@@ -1,24 +1,14 @@
-import { DisposedError, LlamaError, invalidArgument } from "./errors.js";
+import { DisposedError, LlamaError, checkOptions, invalidArgument } from "./errors.js";
 import type { Model } from "./model.js";
-import { binding, type NativeContext } from "./native.js";
+import { createNativeContext } from "./context.js";
+import type { NativeContext } from "./native.js";
+import { CONTEXT_OPTIONS, EMBEDDING_CONTEXT_OPTIONS, type EmbeddingContextOptions, type Pooling } from "./options/context.js";
+import { readOptions, type ParsedOptions } from "./options/spec.js";
+import { optionKeys, rejectUnknownKeys } from "./options/suggest.js";
 
-/** How token vectors become one vector per text ("model": what the model's metadata says). */
-export type Pooling = "model" | "none" | "mean" | "cls" | "last" | "rank";
+export type { EmbeddingContextOptions, Pooling };
 
-export interface EmbeddingContextOptions {
-  /** The most tokens one text may have (default: the model's training context, at most 2048). */
-  contextSize?: number;
-  /** Texts embedded together in one llama_decode call (default 16). */
-  sequences?: number;
-  /** Tokens per llama_decode call (default: contextSize × sequences, at most 8192). */
-  batchSize?: number;
-  threads?: number;
-  /** Pooling (default "model"). "rank" gives reranking scores (models with a classifier head). */
-  pooling?: Pooling;
-  /** Flash attention: "auto" (default), "on" or "off" ("off" computes attention in float32 on CPUs). */
-  flashAttention?: "auto" | "on" | "off";
-}
-
+/** Options of `embeddingContext.embed()`. */
 export interface EmbedOptions {
   /** Scale each vector to unit length (L2). Default false. */
   normalize?: boolean;
@@ -38,27 +28,13 @@ export class EmbeddingContext {
 
   /** @internal Use model.createEmbeddingContext(). */
   static async create(model: Model, options: EmbeddingContextOptions): Promise<EmbeddingContext> {
-    if (options === null || typeof options !== "object") invalidArgument("options", "an object", options);
-    const sequences = options.sequences ?? 16;
-    const contextSize = options.contextSize ?? Math.min(model.info.trainContextSize || 2048, 2048);
-    if (!Number.isInteger(sequences) || sequences < 1) invalidArgument("sequences", "a positive integer", sequences);
-    if (!Number.isInteger(contextSize) || contextSize < 1) invalidArgument("contextSize", "a positive integer", contextSize);
-    const native = new (binding().Context)();
-    try {
-      await native.init(model.native, {
-        contextSize,
-        sequences,
-        batchSize: options.batchSize ?? Math.min(contextSize * sequences, 8192),
-        threads: options.threads,
-        embeddings: true,
-        pooling: options.pooling ?? "model",
-        flashAttention: options.flashAttention,
-      });
-    } catch (err) {
-      native.dispose();
-      throw err;
-    }
-    return new EmbeddingContext(model, native);
+    const { pooling, ...settings } = readOptions(EMBEDDING_CONTEXT_OPTIONS, options, "embedding context options", {
+      defaults: true,
+      scope: { trainingContext: model.info.trainContextSize },
+    });
+    // The rest of a context's settings, at their defaults.
+    const rest = readOptions(CONTEXT_OPTIONS, settings, "embedding context options", { defaults: true }) as Required<ParsedOptions<typeof CONTEXT_OPTIONS>>;
+    return new EmbeddingContext(model, await createNativeContext(model, { ...rest, embeddings: true, pooling: pooling ?? "model" }));
   }
 
   private constructor(model: Model, native: NativeContext) {
@@ -79,6 +55,8 @@ export class EmbeddingContext {
   embed(texts: readonly string[], options?: EmbedOptions): Promise<Float32Array[]>;
   async embed(input: string | readonly string[], options: EmbedOptions = {}): Promise<Float32Array | Float32Array[]> {
     this.#check();
+    checkOptions("embed options", options);
+    rejectUnknownKeys("embed options", options, optionKeys<EmbedOptions>({ normalize: true }));
     const single = typeof input === "string";
     const texts = single ? [input] : input;
     if (!Array.isArray(texts) || texts.some((t) => typeof t !== "string")) {

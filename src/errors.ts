@@ -26,6 +26,7 @@ export type LlamaErrorCode =
   | "ERR_NATIVE_LOAD"
   | "ERR_INTERNAL";
 
+/** The error every llama-napi call throws or rejects with; switch on its stable {@link LlamaError.code | code}. */
 export class LlamaError extends Error {
   override name = "LlamaError";
   readonly code: LlamaErrorCode;

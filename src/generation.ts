@@ -18,6 +18,7 @@ export interface GeneratedToken {
 /** Why a generation ended. */
 export type FinishReason = "eog" | "length" | "stop" | "aborted";
 
+/** A whole generation, as `generation.collect()` gives it: the text, its tokens and why it ended. */
 export interface GenerationResult {
   text: string;
   tokens: number[];

@@ -10,6 +10,11 @@
  * for await (const { text } of session.generate({ maxTokens: 40, temperature: 0 })) process.stdout.write(text);
  * model.dispose();
  * ```
+ *
+ * Two more entry points: `llama-napi/report` renders the explain report from `session.trace()`,
+ * and `llama-napi/testing` writes GPT-2-shaped models with random weights for tests.
+ *
+ * @module llama-napi
  */
 export { loadModel, Model, LARGE_METADATA_KEYS } from "./model.js";
 export type {
@@ -29,20 +34,15 @@ export { Generation } from "./generation.js";
 export { EmbeddingContext } from "./embedding.js";
 export type { EmbeddingContextOptions, EmbedOptions, Pooling } from "./embedding.js";
 export { ChatTemplate, renderChat, builtinChatTemplates } from "./chat.js";
-export type { ChatMessage, ChatRole, ChatTemplateEngine, ChatTemplateOptions, RenderOptions, RenderChatOptions, RenderedChat, JsonValue } from "./chat.js";
+export type { ChatMessage, ChatRole, ChatTemplateEngine, ChatTemplateOptions, RenderChatOptions, RenderedChat, JsonValue } from "./chat.js";
 export { ChatSession, ChatReply } from "./chat-session.js";
 export type { ChatSessionOptions, ChatSendOptions, ChatTrimEvent, ChatTurnResult } from "./chat-session.js";
 export { startServer } from "./server/server.js";
 export type { ServerOptions, RunningServer } from "./server/server.js";
 export { AttentionMap } from "./trace.js";
 export type { TraceOptions, TraceResult, TokenProbability } from "./trace.js";
-export { renderExplainReport, buildExplainData, positionEncodingOf } from "./report/html.js";
-export type { ExplainReportInfo, ExplainData, ExplainAttentionData, PositionEncoding } from "./report/html.js";
-export { encodePng, decodePng, attentionPng, crc32 } from "./report/png.js";
-export type { DecodedPng } from "./report/png.js";
-export { visibleToken } from "./report/text.js";
 export type { GeneratedToken, FinishReason, GenerationResult } from "./generation.js";
-export type { SamplingOptions, SamplerName } from "./sampling.js";
+export type { SamplingOptions, SamplerName, LogitBias } from "./options/sampling.js";
 export { LlamaError, GgufError, AbortError, DisposedError, ContextFullError } from "./errors.js";
 export type { LlamaErrorCode } from "./errors.js";
 export { systemInfo, setLogLevel } from "./system.js";
@@ -51,5 +51,6 @@ export { quantize, QUANT_TYPES, IMATRIX_QUANT_TYPES } from "./quantize.js";
 export type { QuantType, QuantizeOptions, QuantizeResult } from "./quantize.js";
 export { readGguf, readTensorBytes, readTensorFloats, metadataValues, writeGguf, ggufValue, GgmlType, ggmlTypeInfo, tensorByteSize } from "./gguf/index.js";
 export type { GgufFile, GgufMetadata, GgufValue, GgufTensorInfo, GgufTensorInput, WriteGgufInput, ReadGgufOptions } from "./gguf/index.js";
+export type { GgmlTypeInfo, GgufScalarType, GgufScalarValue, GgufArrayValue, GgufScalarJsTypes, TensorData, TensorChunk, TensorChunks } from "./gguf/index.js";
 export { startRpcServer, checkRpcServer } from "./rpc.js";
 export type { RpcServer, RpcServerOptions } from "./rpc.js";

@@ -1,10 +1,9 @@
 import fs from "node:fs";
 import path from "node:path";
 
-import { renderChat, type ChatMessage, type RenderChatOptions } from "./chat.js";
 import { Context, type ContextOptions } from "./context.js";
 import { EmbeddingContext, type EmbeddingContextOptions } from "./embedding.js";
-import { AbortError, DisposedError, LlamaError, checkOptions, checkSignal, invalidArgument } from "./errors.js";
+import { AbortError, DisposedError, LlamaError, checkOptions, invalidArgument } from "./errors.js";
 import {
   binding,
   type NativeModel,
@@ -12,33 +11,14 @@ import {
   type NativeSpecialTokens,
   type NativeTokenAttributes,
 } from "./native.js";
-import { checkRpcOptions, onRpcFailure } from "./rpc.js";
+import { LOAD_OPTIONS, type LoadModelOptions } from "./options/load.js";
+import { readOptions } from "./options/spec.js";
+import { onRpcFailure } from "./rpc.js";
 import { resolveGpuLayers } from "./system.js";
+import { toTokenArray } from "./tokens.js";
 
-export interface LoadModelOptions {
-  /** Called with the load progress, from 0 to 1. */
-  onProgress?: (progress: number) => void;
-  /** Aborts the load; the promise then rejects with an AbortError (ERR_ABORTED). */
-  signal?: AbortSignal;
-  /** Memory-map the weights (default: llama.cpp's choice, which maps when it can). */
-  useMmap?: boolean;
-  /** Load only the vocabulary (for tokenizing): fast, but the model cannot create contexts. */
-  vocabOnly?: boolean;
-  /**
-   * Put the model's layers on ggml RPC servers ("host:port", see `llama-napi rpc-server`), as
-   * llama.cpp's --rpc does. A server that is unreachable, fails or speaks another protocol
-   * version gives ERR_RPC.
-   */
-  rpcServers?: readonly string[];
-  /** With rpcServers: the share of the layers each server gets, in order (e.g. [1, 3]). */
-  tensorSplit?: readonly number[];
-  /**
-   * Layers to offload to the GPU (a count, or "max" for all; default 0: CPU only). Needs a GPU
-   * flavour (`npx llama-napi build --backend cuda|vulkan`, Metal on macOS); without a GPU device
-   * the model runs on the CPU and a warning (code LLAMA_NAPI_NO_GPU) is emitted once.
-   */
-  gpuLayers?: number | "max";
-}
+/** Options of {@link loadModel}. */
+export type { LoadModelOptions };
 
 /** A GGUF metadata value as JavaScript sees it (uint64 values beyond 2^53 are bigints). */
 export type MetadataValue = string | number | bigint | boolean | MetadataValue[];
@@ -49,15 +29,21 @@ export interface ModelInfo extends Omit<NativeModelInfo, "chatTemplate"> {
   fileSizeBytes: number;
 }
 
+/**
+ * The model's special tokens (BOS, EOS, end of turn, fill-in-the-middle, ...): ids, or null where the model has none.
+ * @interface
+ */
 export type SpecialTokens = NativeSpecialTokens;
 
 /**
  * What llama.cpp knows about a token: its kind (`normal`, `control`, `userDefined`, `unknown`,
  * `unused`, `byte`; from the GGUF token types, adjusted per model) and how special-token text is
  * matched (`lstrip`, `rstrip`, `singleWord`, `normalized`).
+ * @interface
  */
 export type TokenAttributes = NativeTokenAttributes;
 
+/** Options of `model.tokenize()`. */
 export interface TokenizeOptions {
   /** Add the BOS/EOS tokens the model asks for (default true). */
   addSpecial?: boolean;
@@ -65,11 +51,21 @@ export interface TokenizeOptions {
   parseSpecial?: boolean;
 }
 
+/** Options of `model.detokenize()`. */
 export interface DetokenizeOptions {
   /** Drop the BOS/EOS tokens the model adds (default false). */
   removeSpecial?: boolean;
   /** Render special tokens as their text (default false). */
   unparseSpecial?: boolean;
+  /**
+   * Apply llama.cpp's clean-up of spaces (Hugging Face's `clean_up_tokenization_spaces`):
+   * " ." " ," " !" " ?" lose the space, " ' " becomes "'", and " 's" " 'm" " 're" " 've" lose the
+   * space. Default: false, so that detokenize(tokenize(text)) gives back the text, as the
+   * tokenizers' reference implementations (tiktoken for GPT-2, SentencePiece) do; true for
+   * WordPiece (BERT) vocabularies, whose text does not survive tokenization anyway (lower case,
+   * split punctuation) and whose reference decoder cleans up, as llama.cpp does.
+   */
+  cleanUpSpaces?: boolean;
 }
 
 /** GGUF keys left out of `model.metadata` because they hold the whole vocabulary. */
@@ -90,13 +86,8 @@ export const LARGE_METADATA_KEYS: ReadonlySet<string> = new Set([
  */
 export async function loadModel(modelPath: string, options: LoadModelOptions = {}): Promise<Model> {
   if (typeof modelPath !== "string" || modelPath === "") invalidArgument("modelPath", "a non-empty string", modelPath);
-  checkOptions("options", options);
-  const { onProgress, signal, useMmap, vocabOnly, rpcServers, tensorSplit } = options;
-  checkRpcOptions(rpcServers, tensorSplit);
-  checkSignal(signal);
-  if (onProgress !== undefined && typeof onProgress !== "function") invalidArgument("onProgress", "a function", onProgress);
-  if (useMmap !== undefined && typeof useMmap !== "boolean") invalidArgument("useMmap", "a boolean", useMmap);
-  if (vocabOnly !== undefined && typeof vocabOnly !== "boolean") invalidArgument("vocabOnly", "a boolean", vocabOnly);
+  const { onProgress, signal, useMmap, vocabOnly, rpcServers, tensorSplit, gpuLayers } = readOptions(LOAD_OPTIONS, options, "load options", { defaults: true });
+  if (tensorSplit !== undefined && rpcServers === undefined) invalidArgument("tensorSplit", "used together with rpcServers", tensorSplit);
   if (signal?.aborted) throw new AbortError("Loading was aborted before it started", { cause: signal.reason });
   const resolved = path.resolve(modelPath);
   const native = new (binding().Model)();
@@ -108,8 +99,8 @@ export async function loadModel(modelPath: string, options: LoadModelOptions = {
     const loadOptions = {
       ...(useMmap === undefined ? {} : { useMmap }),
       vocabOnly: vocabOnly ?? false,
-      gpuLayers: resolveGpuLayers(options.gpuLayers, { remote: rpcServers !== undefined }),
-      ...(rpcServers ? { rpcServers: [...rpcServers], tensorSplit: tensorSplit ? [...tensorSplit] : undefined } : {}),
+      gpuLayers: resolveGpuLayers(gpuLayers, { remote: rpcServers !== undefined }),
+      ...(rpcServers ? { rpcServers, tensorSplit } : {}),
     };
     const loaded = native.load(resolved, loadOptions, onProgress);
     if (rpcServers) {
@@ -186,11 +177,15 @@ export class Model {
     return this.#native.tokenize(text, options.addSpecial ?? true, options.parseSpecial ?? false);
   }
 
-  /** Tokens to text. */
+  /**
+   * Tokens to text: the text the tokens spell (for GPT-2, what tiktoken's decode gives), so that
+   * detokenize(tokenize(text)) is the text; see DetokenizeOptions.cleanUpSpaces for the exceptions.
+   */
   detokenize(tokens: ArrayLike<number>, options: DetokenizeOptions = {}): string {
     this.#check();
     checkOptions("options", options);
-    return this.#native.detokenize(toTokenArray(tokens), options.removeSpecial ?? false, options.unparseSpecial ?? false);
+    const { removeSpecial, unparseSpecial, cleanUpSpaces } = options;
+    return this.#native.detokenize(toTokenArray(tokens), removeSpecial ?? false, unparseSpecial ?? false, cleanUpSpaces);
   }
 
   /** The raw UTF-8 bytes of one token (a token can hold part of a character). */
@@ -280,15 +275,6 @@ export class Model {
     return context;
   }
 
-  /**
-   * Renders a conversation with the model's chat template (tokenizer.chat_template) through
-   * llama.cpp's Jinja engine, or with llama.cpp's built-in templates (see renderChat()).
-   */
-  applyChatTemplate(messages: readonly ChatMessage[], options: RenderChatOptions = {}): Promise<string> {
-    this.#check();
-    return renderChat(this, messages, options);
-  }
-
   /** @internal The model's layers are on RPC servers: when one fails, its contexts stop with ERR_RPC. */
   watchRpc(): void {
     const unsubscribe = onRpcFailure((error) => {
@@ -318,22 +304,4 @@ export class Model {
     if (this.#failure) throw this.#failure;
     if (this.#disposed) throw DisposedError.of("Model");
   }
-}
-
-/** Tokens as an Int32Array, checking that every entry is an integer. */
-export function toTokenArray(tokens: ArrayLike<number>): Int32Array {
-  if (tokens instanceof Int32Array) return tokens;
-  if (tokens === null || typeof tokens !== "object" || typeof tokens.length !== "number") {
-    invalidArgument("tokens", "an Int32Array or an array of token ids", tokens);
-  }
-  const n = tokens.length;
-  if (!Number.isInteger(n) || n < 0 || n > 0x7fffffff) invalidArgument("tokens.length", "an integer from 0 to 2^31 - 1", n);
-  // Every entry is checked before anything is allocated (a huge sparse array fails at once).
-  for (let i = 0; i < n; i++) {
-    const t = tokens[i];
-    if (!Number.isInteger(t) || t < -0x80000000 || t > 0x7fffffff) {
-      throw new LlamaError("ERR_TOKEN_INVALID", `tokens[${i}] must be an integer token id; got ${String(t)}`);
-    }
-  }
-  return Int32Array.from(tokens);
 }

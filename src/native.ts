@@ -10,6 +10,9 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 
 import { LlamaError, createError } from "./errors.js";
+import type { CONTEXT_OPTIONS, Pooling } from "./options/context.js";
+import type { SAMPLING_OPTIONS } from "./options/sampling.js";
+import type { ParsedOptions } from "./options/spec.js";
 
 /** Package root: this file lives in src/ (tests) or dist/ (the package). */
 export const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
@@ -77,7 +80,8 @@ export interface NativeModel {
   abortLoad(): void;
   info(): NativeModelInfo;
   tokenize(text: string, addSpecial: boolean, parseSpecial: boolean): Int32Array;
-  detokenize(tokens: Int32Array | number[], removeSpecial: boolean, unparseSpecial: boolean): string;
+  /** cleanUpSpaces undefined: the vocabulary's default (only WordPiece vocabularies clean up). */
+  detokenize(tokens: Int32Array | number[], removeSpecial: boolean, unparseSpecial: boolean, cleanUpSpaces?: boolean): string;
   tokenToPiece(token: number, special: boolean): Uint8Array;
   specialTokens(): NativeSpecialTokens;
   isEog(token: number): boolean;
@@ -91,18 +95,15 @@ export interface NativeModel {
   dispose(): void;
 }
 
-export interface NativeContextOptions {
-  contextSize?: number;
-  batchSize?: number;
-  threads?: number;
-  threadsBatch?: number;
-  sequences?: number;
-  kvCacheType?: string;
-  flashAttention?: "auto" | "on" | "off";
-  unifiedKvCache?: boolean;
-  embeddings?: boolean;
-  pooling?: string;
-}
+/**
+ * Context options as the native layer takes them: every entry of CONTEXT_OPTIONS with its default
+ * filled in (native/Context.cc sets none of its own), and what kind of context it is.
+ */
+export type NativeContextOptions = Required<ParsedOptions<typeof CONTEXT_OPTIONS>> & {
+  embeddings: boolean;
+  /** Only for embedding contexts. */
+  pooling?: Pooling;
+};
 
 export interface NativeContextInfo {
   contextSize: number;
@@ -132,31 +133,11 @@ export interface NativeContext {
   dispose(): void;
 }
 
-/** Sampling options as the native layer takes them (see src/sampling.ts for the public type). */
-export interface NativeSampling {
-  temperature?: number;
-  topK?: number;
-  topP?: number;
-  minP?: number;
-  typicalP?: number;
-  topNSigma?: number;
-  minKeep?: number;
-  dynamicTemperatureRange?: number;
-  dynamicTemperatureExponent?: number;
-  repeatPenalty?: number;
-  frequencyPenalty?: number;
-  presencePenalty?: number;
-  penaltyLastN?: number;
-  dry?: { multiplier?: number; base?: number; allowedLength?: number; penaltyLastN?: number; sequenceBreakers?: string[] };
-  xtc?: { probability?: number; threshold?: number };
-  mirostat?: { version?: 1 | 2; tau?: number; eta?: number };
-  logitBias?: Array<[number, number]>;
-  grammar?: string;
-  grammarRoot?: string;
-  jsonSchema?: string;
-  order?: string[];
-  seed?: number;
-}
+/**
+ * Sampling options as the native layer takes them: every entry of SAMPLING_OPTIONS, checked, with
+ * the defaults filled in (native/Sampler.cc sets none of its own).
+ */
+export type NativeSampling = ParsedOptions<typeof SAMPLING_OPTIONS>;
 
 export interface NativeGenerateOptions {
   maxTokens?: number;
@@ -268,7 +249,7 @@ export interface NativeQuantizeJob {
 export interface NativeChatTemplate {
   apply(
     messages: ReadonlyArray<{ role: string; content: string }>,
-    options: { addGenerationPrompt?: boolean; useJinja?: boolean; kwargs?: Record<string, string> },
+    options: { addGenerationPrompt?: boolean; engine?: "jinja" | "builtin"; kwargs?: Record<string, string> },
   ): Promise<{ prompt: string; additionalStops: string[]; generationPrompt: string }>;
   /** The template text in use ("" when the model has none and none was given). */
   source(): string;

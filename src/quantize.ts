@@ -10,10 +10,12 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 
-import { defaultThreads } from "./context.js";
+import { defaultThreads } from "./options/context.js";
 import { AbortError, LlamaError, invalidArgument } from "./errors.js";
 import { readGguf } from "./gguf/index.js";
 import { binding } from "./native.js";
+import { optionKeys, rejectUnknownKeys } from "./options/suggest.js";
+
 
 /** The quantisation types llama-napi offers (llama.cpp's llama-quantize names). */
 export const QUANT_TYPES = [
@@ -38,6 +40,7 @@ export const QUANT_TYPES = [
   "F32",
 ] as const;
 
+/** A quantisation type {@link quantize} can write (one of {@link QUANT_TYPES}). */
 export type QuantType = (typeof QUANT_TYPES)[number];
 
 /**
@@ -46,6 +49,7 @@ export type QuantType = (typeof QUANT_TYPES)[number];
  */
 export const IMATRIX_QUANT_TYPES: readonly string[] = ["IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ3_XXS", "IQ3_XS", "Q2_K_S"];
 
+/** Options of {@link quantize}. */
 export interface QuantizeOptions {
   type: QuantType;
   /** Threads that quantise (default: the cores, at most 16). */
@@ -61,6 +65,7 @@ export interface QuantizeOptions {
   signal?: AbortSignal;
 }
 
+/** What {@link quantize} wrote: the files, their sizes and how long it took. */
 export interface QuantizeResult {
   /** Absolute paths. */
   input: string;
@@ -82,6 +87,7 @@ function checkOptions(input: unknown, output: unknown, options: QuantizeOptions)
   if (typeof input !== "string" || input === "") invalidArgument("input", "a non-empty path", input);
   if (typeof output !== "string" || output === "") invalidArgument("output", "a non-empty path", output);
   if (typeof options !== "object" || options === null) invalidArgument("options", "an object with a type", options);
+  rejectUnknownKeys("quantize options", options, optionKeys<QuantizeOptions>({ type: true, threads: true, allowRequantize: true, onProgress: true, signal: true }));
   const { type, threads, allowRequantize, onProgress, signal } = options;
   if (typeof type === "string" && IMATRIX_QUANT_TYPES.includes(type)) {
     throw new LlamaError(

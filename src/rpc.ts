@@ -10,9 +10,12 @@ import { spawn, type ChildProcess } from "node:child_process";
 import net from "node:net";
 import path from "node:path";
 
-import { LlamaError, invalidArgument } from "./errors.js";
+import { LlamaError, checkOptions, invalidArgument } from "./errors.js";
 import { binding, packageRoot } from "./native.js";
+import { optionKeys, rejectUnknownKeys } from "./options/suggest.js";
 
+
+/** Options of {@link startRpcServer}. */
 export interface RpcServerOptions {
   /** Address to listen on (default 127.0.0.1; anything else exposes the server: see above). */
   host?: string;
@@ -26,6 +29,7 @@ export interface RpcServerOptions {
   startTimeoutMs?: number;
 }
 
+/** An RPC server started by {@link startRpcServer}: its endpoint for `loadModel({ rpcServers })`, and how to stop it. */
 export interface RpcServer {
   /** host:port, as loadModel({ rpcServers }) takes it. */
   readonly endpoint: string;
@@ -61,24 +65,6 @@ export function checkRpcServer(endpoint: string, timeoutMs = 5000): Promise<void
   return binding().rpcProbe(endpoint, timeoutMs);
 }
 
-/** Validates loadModel's rpcServers / tensorSplit options. */
-export function checkRpcOptions(servers: unknown, split: unknown): void {
-  if (servers !== undefined) {
-    if (!Array.isArray(servers) || servers.length === 0 || servers.length > 16) {
-      invalidArgument("rpcServers", "an array of 1 to 16 \"host:port\" strings", servers);
-    }
-    for (const s of servers) {
-      if (typeof s !== "string" || !/^.+:\d{1,5}$/.test(s)) invalidArgument("rpcServers", "\"host:port\" strings", s);
-    }
-  }
-  if (split !== undefined) {
-    if (!Array.isArray(split) || split.some((v) => typeof v !== "number" || !Number.isFinite(v) || v < 0)) {
-      invalidArgument("tensorSplit", "an array of non-negative numbers", split);
-    }
-    if (servers === undefined) invalidArgument("tensorSplit", "used together with rpcServers", split);
-  }
-}
-
 async function freePort(host: string): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = net.createServer();
@@ -95,6 +81,8 @@ async function freePort(host: string): Promise<number> {
  * and resolves once it accepts connections.
  */
 export async function startRpcServer(options: RpcServerOptions = {}): Promise<RpcServer> {
+  checkOptions("rpc server options", options);
+  rejectUnknownKeys("rpc server options", options, optionKeys<RpcServerOptions>({ host: true, port: true, threads: true, memoryMiB: true, startTimeoutMs: true }));
   const host = options.host ?? "127.0.0.1";
   if (typeof host !== "string" || host === "") invalidArgument("host", "a host name or address", host);
   const port = options.port ?? (await freePort(host));

@@ -4,11 +4,14 @@ import path from "node:path";
 import type { Context } from "./context.js";
 import { AbortError, DisposedError, LlamaError, checkOptions, checkSignal, invalidArgument } from "./errors.js";
 import { Generation } from "./generation.js";
-import { toTokenArray } from "./model.js";
 import type { NativeSession } from "./native.js";
-import { toNativeSampling, type SamplingOptions } from "./sampling.js";
+import { GENERATE_OPTIONS, type GenerateOptions } from "./options/generate.js";
+import { readOptions } from "./options/spec.js";
+import { optionKeys, rejectUnknownKeys } from "./options/suggest.js";
+import { toTokenArray } from "./tokens.js";
 import { buildTraceResult, type TraceOptions, type TraceResult } from "./trace.js";
 
+/** Options of `session.prompt()`. */
 export interface PromptOptions {
   /**
    * false (default): the input becomes the session's whole history; the longest prefix it
@@ -23,6 +26,9 @@ export interface PromptOptions {
   signal?: AbortSignal;
 }
 
+export type { GenerateOptions };
+
+/** What `session.prompt()` did: tokens evaluated, tokens reused from the KV cache, and the history's new length. */
 export interface PromptResult {
   /** Tokens decoded by this call. */
   evaluated: number;
@@ -32,30 +38,16 @@ export interface PromptResult {
   length: number;
 }
 
-export interface GenerateOptions extends SamplingOptions {
-  /** Stop after this many tokens (default: when the session is full). */
-  maxTokens?: number;
-  /** Stop when the text contains one of these strings; the stop string itself is not emitted. */
-  stop?: string | readonly string[];
-  signal?: AbortSignal;
-  /**
-   * Report log-probabilities (from the raw logits, before sampling) of each generated token:
-   * `true` for the chosen token only, a number for that many top alternatives too (up to 100).
-   */
-  logprobs?: boolean | number;
-  /**
-   * When the session is full, drop the older half of the tokens after the first `keep` and go on
-   * (RoPE models only; `true` keeps the BOS token). Without it, a full session ends the generation
-   * with ERR_CONTEXT_FULL.
-   */
-  contextShift?: boolean | { keep?: number };
-  /**
-   * The slow path: called before every sampling step with the next-token logits (a Float32Array
-   * over native memory, no copy) and the history. Change the logits in place to steer sampling.
-   * The decode thread waits for it, so every session of the context pauses meanwhile.
-   */
-  logitsProcessor?: (logits: Float32Array, tokens: Int32Array) => void;
-}
+const PROMPT_KEYS = optionKeys<PromptOptions>({ append: true, addSpecial: true, parseSpecial: true, signal: true });
+const TRACE_KEYS = optionKeys<TraceOptions>({
+  attention: true,
+  hiddenStates: true,
+  logitLens: true,
+  layers: true,
+  topK: true,
+  addSpecial: true,
+  signal: true,
+});
 
 /**
  * A session: one sequence in a context's KV cache, with its own token history and position.
@@ -92,7 +84,7 @@ export class Session {
 
   /** Tokens this session can hold. */
   get capacity(): number {
-    return this.context.sessionCapacity;
+    return this.context.contextSize;
   }
 
   /**
@@ -101,7 +93,8 @@ export class Session {
    */
   prompt(input: string | ArrayLike<number>, options: PromptOptions = {}): Promise<PromptResult> {
     this.#check();
-    checkOptions("options", options);
+    checkOptions("prompt options", options);
+    rejectUnknownKeys("prompt options", options, PROMPT_KEYS);
     const append = options.append ?? false;
     if (typeof append !== "boolean") invalidArgument("append", "a boolean", append);
     const { signal } = options;
@@ -138,26 +131,13 @@ export class Session {
   /** Generates tokens after the session's history. Temperature 0 is greedy. */
   generate(options: GenerateOptions = {}): Generation {
     this.#check();
-    if (options === null || typeof options !== "object") invalidArgument("options", "an object", options);
-    const { maxTokens, stop, signal, logprobs, contextShift, logitsProcessor, ...sampling } = options;
-    if (maxTokens !== undefined && (!Number.isInteger(maxTokens) || maxTokens < 1)) {
-      invalidArgument("maxTokens", "a positive integer", maxTokens);
-    }
-    checkSignal(signal);
-    if (stop !== undefined && typeof stop !== "string" && !Array.isArray(stop)) invalidArgument("stop", "a string or an array of strings", stop);
-    const stops = stop === undefined ? [] : typeof stop === "string" ? [stop] : [...stop];
-    for (const s of stops) {
-      if (typeof s !== "string" || s === "") invalidArgument("stop", "non-empty strings", s);
-    }
-    if (logitsProcessor !== undefined && typeof logitsProcessor !== "function") {
-      invalidArgument("logitsProcessor", "a function", logitsProcessor);
-    }
+    const { maxTokens, stop, signal, logprobs, contextShift, logitsProcessor, ...sampling } = readOptions(GENERATE_OPTIONS, options, "generate options", { defaults: true });
     const generation = new Generation(
       {
         maxTokens,
-        stop: stops,
-        sampling: toNativeSampling(sampling),
-        logprobs: logprobs === true ? 0 : logprobs === false ? undefined : logprobs,
+        stop: stop ?? [],
+        sampling,
+        logprobs: logprobs === false ? undefined : logprobs,
         contextShift: this.#contextShift(contextShift),
         logitsProcessor,
       },
@@ -182,6 +162,8 @@ export class Session {
    */
   trace(input: string | ArrayLike<number>, options: TraceOptions = {}): Promise<TraceResult> {
     this.#check();
+    checkOptions("trace options", options);
+    rejectUnknownKeys("trace options", options, TRACE_KEYS);
     const topK = options.topK ?? 10;
     if (!Number.isInteger(topK) || topK < 1) invalidArgument("topK", "a positive integer", topK);
     const lensK = options.logitLens === true ? 5 : options.logitLens === false || options.logitLens === undefined ? 0 : options.logitLens;
@@ -315,11 +297,10 @@ export class Session {
     this.dispose();
   }
 
-  #contextShift(option: GenerateOptions["contextShift"]): { keep?: number } | undefined {
+  #contextShift(option: boolean | { keep: number | undefined } | undefined): { keep?: number } | undefined {
     if (option === undefined || option === false) return undefined;
     if (option === true) return { keep: this.context.model.specialTokens.addBos ? 1 : 0 };
-    if (typeof option !== "object" || option === null) invalidArgument("contextShift", "a boolean or { keep }", option);
-    return { keep: option.keep };
+    return option.keep === undefined ? {} : { keep: option.keep };
   }
 
   #tokenize(text: string, append: boolean, options: PromptOptions): Int32Array {

@@ -4,8 +4,13 @@ import path from "node:path";
 import { invalidArgument } from "./errors.js";
 import { binding, bindingPath, packageRoot, type NativeDevice, type NativeSystemInfo } from "./native.js";
 
+/**
+ * A compute device a ggml backend offers (a CPU, a GPU, ...), with its memory and features.
+ * @interface
+ */
 export type Device = NativeDevice;
 
+/** What {@link systemInfo} reports about the native build and the machine. */
 export interface SystemInfo extends NativeSystemInfo {
   /**
    * The CPU backend in use: the variant module chosen for this CPU ("haswell", "skylakex", "zen4",
@@ -102,6 +107,7 @@ export function resolveGpuLayers(gpuLayers: number | "max" | undefined, options:
   return 0;
 }
 
+/** How much of llama.cpp's logging {@link setLogLevel} lets through, from everything ("debug") to nothing ("none"). */
 export type LogLevel = "debug" | "info" | "warn" | "error" | "none";
 
 const LEVELS: Record<LogLevel, number> = { debug: 1, info: 2, warn: 3, error: 4, none: 5 };

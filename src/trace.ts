@@ -4,6 +4,7 @@
 import type { Model } from "./model.js";
 import type { NativeTraceResult } from "./native.js";
 
+/** Options of `session.trace()`: what to capture while the input is evaluated. */
 export interface TraceOptions {
   /** Attention probabilities per layer and head (default true). */
   attention?: boolean;
@@ -23,6 +24,7 @@ export interface TraceOptions {
   signal?: AbortSignal;
 }
 
+/** A token with its probability under the model (softmax of the logits). */
 export interface TokenProbability {
   token: number;
   text: string;
@@ -52,6 +54,7 @@ export class AttentionMap {
   }
 }
 
+/** What `session.trace()` captured inside the model for the traced tokens. */
 export interface TraceResult {
   /** Every token the session holds after the trace (history first, then the traced tokens). */
   tokens: Int32Array;

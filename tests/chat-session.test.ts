@@ -4,7 +4,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { ChatSession, ChatTemplate, ContextFullError, LlamaError, loadModel, type ChatMessage, type ChatTrimEvent, type Context, type Model } from "../src/index.js";
+import { ChatSession, ChatTemplate, ContextFullError, LlamaError, loadModel, renderChat, type ChatMessage, type ChatTrimEvent, type Context, type Model } from "../src/index.js";
 import { fixturePath } from "./helpers/fixtures.js";
 
 function commonPrefix(a: ArrayLike<number>, b: ArrayLike<number>): number {
@@ -26,7 +26,7 @@ describe("ChatSession", () => {
 
   /** The tokens the chat must evaluate for `messages`, as llama.cpp would make them. */
   async function promptTokens(messages: ChatMessage[], template?: string): Promise<Int32Array> {
-    const text = await model.applyChatTemplate(messages, template === undefined ? {} : { template });
+    const text = await renderChat(model, messages, template === undefined ? {} : { template });
     return model.tokenize(text, { addSpecial: true, parseSpecial: true });
   }
 
@@ -221,5 +221,21 @@ describe("ChatSession", () => {
     using broken = new ChatSession(context, { messages: [{ role: "user", content: "a" }] });
     await expect(broken.send("b").text()).rejects.toMatchObject({ code: "ERR_TEMPLATE_INVALID" });
     expect(broken.busy).toBe(false);
+  });
+
+  it("refuses unknown options, naming the nearest known one, and template options beside a ChatTemplate", () => {
+    expect(() => new ChatSession(context, { systemPromt: system } as never)).toThrow(
+      expect.objectContaining({ code: "ERR_INVALID_ARGUMENT", message: 'Unknown option "systemPromt" in ChatSession options; did you mean "systemPrompt"?' }),
+    );
+    expect(() => new ChatSession(context, { useJinja: false } as never)).toThrow(
+      expect.objectContaining({ code: "ERR_INVALID_ARGUMENT", message: expect.stringContaining('engine: "jinja" or "builtin"') }),
+    );
+    // The engine a chat is asked for is the engine its template reports.
+    using builtin = new ChatSession(context, { engine: "builtin" });
+    expect(builtin.template.engine).toBe("builtin");
+    const template = new ChatTemplate(model);
+    expect(() => new ChatSession(context, { template, engine: "builtin" })).toThrow(
+      expect.objectContaining({ code: "ERR_INVALID_ARGUMENT", message: expect.stringMatching(/^engine must be unset with a ChatTemplate/) }),
+    );
   });
 });

@@ -244,7 +244,7 @@ describe("llama.cpp's chat template test cases (tests/test-chat-template.cpp)", 
   });
 
   it("refuses an unknown template on the built-in path, as llama.cpp does", async () => {
-    const error = await renderChat("INVALID TEMPLATE", conversation, { useJinja: false }).catch((e: unknown) => e);
+    const error = await renderChat("INVALID TEMPLATE", conversation, { engine: "builtin" }).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(LlamaError);
     expect((error as LlamaError).code).toBe("ERR_TEMPLATE_INVALID");
   });
@@ -253,11 +253,11 @@ describe("llama.cpp's chat template test cases (tests/test-chat-template.cpp)", 
     const messages = [...conversation, ...c.extra_conversation];
 
     it("built-in templates (llama_chat_apply_template) give expected_output", async () => {
-      expect(await renderChat(c.template_str, messages, { useJinja: false })).toBe(c.expected_output);
+      expect(await renderChat(c.template_str, messages, { engine: "builtin" })).toBe(c.expected_output);
     });
 
     it.runIf(c.supported_with_jinja)("the Jinja engine (common_chat_templates_apply) gives expected_output_jinja", async () => {
-      const text = await renderChat(c.template_str, messages, { useJinja: true, bosToken: c.bos_token, eosToken: c.eos_token });
+      const text = await renderChat(c.template_str, messages, { engine: "jinja", bosToken: c.bos_token, eosToken: c.eos_token });
       expect(text).toBe(c.expected_output_jinja || c.expected_output);
     });
   });
@@ -287,11 +287,10 @@ describe("chat templates of models and custom templates", () => {
 
   it("renders with the model's own tokenizer.chat_template (Jinja, the model's BOS/EOS)", async () => {
     expect(model.chatTemplate).toBe(LLAMA2_CHAT_TEMPLATE);
-    const text = await model.applyChatTemplate(chat);
+    const text = await renderChat(model, chat);
     // bos_token + '[INST] ' ... with the model's "<s>"/"</s>"; the leading BOS text is dropped
     // because the tokenizer adds BOS itself (llama.cpp does the same).
     expect(text).toBe("[INST] <<SYS>>\nYou are terse.\n<</SYS>>\n\nHello [/INST] Hi there </s><s>[INST] Who are you [/INST]");
-    expect(await renderChat(model, chat)).toBe(text);
     const template = new ChatTemplate(model);
     expect(template.engine).toBe("jinja");
     expect(template.source).toBe(LLAMA2_CHAT_TEMPLATE);
@@ -301,7 +300,7 @@ describe("chat templates of models and custom templates", () => {
   });
 
   it("tokenizes the rendered special tokens as special tokens", async () => {
-    const text = await model.applyChatTemplate(chat);
+    const text = await renderChat(model, chat);
     const tokens = model.tokenize(text, { parseSpecial: true });
     const { bos, eos } = model.specialTokens;
     expect(tokens[0]).toBe(bos);
@@ -309,17 +308,17 @@ describe("chat templates of models and custom templates", () => {
     expect([...tokens].filter((t) => t === eos)).toHaveLength(1);
   });
 
-  it("renders with llama.cpp's built-in llama2 template when asked (useJinja: false)", async () => {
+  it("renders with llama.cpp's built-in llama2 template when asked (engine: 'builtin')", async () => {
     // llama.cpp recognises the template as Llama 2 with a system prompt; its hand-written version
     // puts no spaces around the answer nor a BOS between turns (its own test records the same
     // difference for Llama-2-style templates).
-    const builtin = await model.applyChatTemplate(chat, { useJinja: false });
+    const builtin = await renderChat(model, chat, { engine: "builtin" });
     expect(builtin).toBe("[INST] <<SYS>>\nYou are terse.\n<</SYS>>\n\nHello [/INST]Hi there</s>[INST] Who are you [/INST]");
-    expect(new ChatTemplate(model, { useJinja: false }).engine).toBe("builtin");
+    expect(new ChatTemplate(model, { engine: "builtin" }).engine).toBe("builtin");
   });
 
   it("reports a template's raise_exception as ERR_TEMPLATE_INVALID with the template's message", async () => {
-    const error = await model.applyChatTemplate([{ role: "user", content: "a" }, { role: "user", content: "b" }]).catch((e: unknown) => e);
+    const error = await renderChat(model, [{ role: "user", content: "a" }, { role: "user", content: "b" }]).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(LlamaError);
     expect((error as LlamaError).code).toBe("ERR_TEMPLATE_INVALID");
     expect((error as LlamaError).message).toContain("Conversation roles must alternate");
@@ -328,8 +327,8 @@ describe("chat templates of models and custom templates", () => {
   it("renders a custom Jinja template, with or without the generation prompt, and template variables", async () => {
     const template = "{% for m in messages %}<{{ m.role }}>{{ m.content }}\n{% endfor %}{% if add_generation_prompt %}<assistant>{{ greeting | default('') }}{% endif %}";
     const two = chat.slice(1, 3);
-    expect(await model.applyChatTemplate(two, { template })).toBe("<user>Hello\n<assistant>Hi there\n<assistant>");
-    expect(await model.applyChatTemplate(two, { template, addGenerationPrompt: false })).toBe("<user>Hello\n<assistant>Hi there\n");
+    expect(await renderChat(model, two, { template })).toBe("<user>Hello\n<assistant>Hi there\n<assistant>");
+    expect(await renderChat(model, two, { template, addGenerationPrompt: false })).toBe("<user>Hello\n<assistant>Hi there\n");
     expect(await renderChat(template, two, { variables: { greeting: "Hey" } })).toBe("<user>Hello\n<assistant>Hi there\n<assistant>Hey");
     // Without a model, bos/eos are what is given.
     expect(await renderChat("{{ bos_token }}{{ messages[0].content }}{{ eos_token }}", two, { bosToken: "[B]", eosToken: "[E]" })).toBe("[B]Hello[E]");
@@ -337,14 +336,14 @@ describe("chat templates of models and custom templates", () => {
 
   it("uses a built-in template by name, and chatml for a model without a template", async () => {
     expect(builtinChatTemplates()).toEqual(expect.arrayContaining(["chatml", "llama2", "llama3", "gemma", "phi3"]));
-    expect(await model.applyChatTemplate(chat, { template: "chatml" })).toBe(chatml);
+    expect(await renderChat(model, chat, { template: "chatml" })).toBe(chatml);
     expect(new ChatTemplate(model, { template: "chatml" }).engine).toBe("builtin");
     expect(gpt2.chatTemplate).toBeNull();
     const fallback = new ChatTemplate(gpt2);
     expect([fallback.engine, fallback.source]).toEqual(["builtin", "chatml"]);
-    expect(await gpt2.applyChatTemplate(chat)).toBe(chatml);
+    expect(await renderChat(gpt2, chat)).toBe(chatml);
     // llama.cpp's Jinja path falls back to its own ChatML template too.
-    expect(await gpt2.applyChatTemplate(chat, { useJinja: true })).toBe(chatml);
+    expect(await renderChat(gpt2, chat, { engine: "jinja" })).toBe(chatml);
   });
 
   it("finds the text that ends an assistant turn, for use as a stop string", async () => {
@@ -359,7 +358,7 @@ describe("chat templates of models and custom templates", () => {
     const parse = await renderChat("{% for x in %}", chat).catch((e: unknown) => e);
     expect((parse as LlamaError).code).toBe("ERR_TEMPLATE_INVALID");
     expect((parse as LlamaError).message).toMatch(/could not be parsed: .+/);
-    const unknown = await model.applyChatTemplate(chat, { template: "{{ nope }}", useJinja: false }).catch((e: unknown) => e);
+    const unknown = await renderChat(model, chat, { template: "{{ nope }}", engine: "builtin" }).catch((e: unknown) => e);
     expect((unknown as LlamaError).code).toBe("ERR_TEMPLATE_INVALID");
     const codeOf = async (f: () => Promise<unknown>): Promise<string> => {
       try {
@@ -369,16 +368,49 @@ describe("chat templates of models and custom templates", () => {
         return (e as LlamaError).code;
       }
     };
-    expect(await codeOf(() => model.applyChatTemplate("nope" as never))).toBe("ERR_INVALID_ARGUMENT");
-    expect(await codeOf(() => model.applyChatTemplate([{ role: "user" }] as never))).toBe("ERR_INVALID_ARGUMENT");
-    expect(await codeOf(() => model.applyChatTemplate([{ role: "", content: "x" }]))).toBe("ERR_INVALID_ARGUMENT");
-    expect(await codeOf(() => renderChat("chatml", chat, { useJinja: true }))).toBe("ERR_INVALID_ARGUMENT");
+    expect(await codeOf(() => renderChat(model, "nope" as never))).toBe("ERR_INVALID_ARGUMENT");
+    expect(await codeOf(() => renderChat(model, [{ role: "user" }] as never))).toBe("ERR_INVALID_ARGUMENT");
+    expect(await codeOf(() => renderChat(model, [{ role: "", content: "x" }]))).toBe("ERR_INVALID_ARGUMENT");
+    expect(await codeOf(() => renderChat("chatml", chat, { engine: "jinja" }))).toBe("ERR_INVALID_ARGUMENT");
     expect(await codeOf(() => renderChat("chatml", chat, { variables: { a: 1 } }))).toBe("ERR_INVALID_ARGUMENT");
     expect(await codeOf(() => renderChat("", chat))).toBe("ERR_INVALID_ARGUMENT");
     const disposable = await loadModel(fixturePath("llama-tiny-f32"), { vocabOnly: true });
-    expect(await disposable.applyChatTemplate(chat)).toBe(await model.applyChatTemplate(chat));
+    expect(await renderChat(disposable, chat)).toBe(await renderChat(model, chat));
     disposable.dispose();
-    expect(await codeOf(() => disposable.applyChatTemplate(chat))).toBe("ERR_DISPOSED");
     expect(await codeOf(() => renderChat(disposable, chat))).toBe("ERR_DISPOSED");
+  });
+
+  it("takes one vocabulary of options, refusing unknown names with the nearest known one", async () => {
+    const messageOf = async (f: () => unknown): Promise<string> => {
+      try {
+        await f();
+        return "resolved";
+      } catch (e) {
+        expect((e as LlamaError).code).toBe("ERR_INVALID_ARGUMENT");
+        return (e as LlamaError).message;
+      }
+    };
+    expect(await messageOf(() => renderChat(model, chat, { addGenerationPromt: false } as never))).toBe(
+      'Unknown option "addGenerationPromt" in renderChat options; did you mean "addGenerationPrompt"?',
+    );
+    expect(await messageOf(() => renderChat(model, chat, { tempalte: "chatml" } as never))).toBe(
+      'Unknown option "tempalte" in renderChat options; did you mean "template"?',
+    );
+    expect(await messageOf(() => renderChat(model, chat, { engin: "builtin" } as never))).toContain('did you mean "engine"?');
+    expect(await messageOf(() => new ChatTemplate(model, { tempalte: "chatml" } as never))).toBe(
+      'Unknown option "tempalte" in ChatTemplate options; did you mean "template"?',
+    );
+    // The earlier name of `engine` says what replaced it.
+    expect(await messageOf(() => renderChat(model, chat, { useJinja: false } as never))).toContain('engine: "jinja" or "builtin"');
+    expect(await messageOf(() => renderChat(model, chat, { engine: "auto" as never }))).toMatch(/^engine must be "jinja" or "builtin"/);
+    // What a ChatTemplate fixed when it was made cannot be changed per render.
+    const template = new ChatTemplate(model, { engine: "builtin" });
+    expect(await messageOf(() => template.render(chat, { engine: "jinja" } as never))).toContain('"engine" is fixed when a ChatTemplate is made');
+    expect(await messageOf(() => template.render(chat, { variabels: {} } as never))).toContain('did you mean "variables"?');
+    // The engine is named the same in and out, and a built-in template's error names the option.
+    expect((await template.render(chat)).engine).toBe("builtin");
+    const error = await renderChat("not a template", chat, { engine: "builtin" }).catch((e: unknown) => e);
+    expect((error as LlamaError).code).toBe("ERR_TEMPLATE_INVALID");
+    expect((error as LlamaError).message).toContain('engine: "jinja"');
   });
 });

@@ -126,9 +126,12 @@ describe("generation", () => {
     await session.prompt(prompt);
     expect(() => session.generate({ maxTokens: 0 })).toThrow(expect.objectContaining({ code: "ERR_INVALID_ARGUMENT" }));
     expect(() => session.generate({ stop: [""] })).toThrow(expect.objectContaining({ code: "ERR_INVALID_ARGUMENT" }));
-    await expect(session.generate({ temperature: -1 }).collect()).rejects.toMatchObject({ code: "ERR_INVALID_ARGUMENT" });
-    await expect(session.generate({ topP: Number.NaN }).collect()).rejects.toMatchObject({ code: "ERR_INVALID_ARGUMENT" });
-    await expect(session.generate({ seed: -5 }).collect()).rejects.toMatchObject({ code: "ERR_INVALID_ARGUMENT" });
+    // Sampling options are checked by their table when generate() is called, like the others.
+    expect(() => session.generate({ temperature: -1 })).toThrow(expect.objectContaining({ code: "ERR_INVALID_ARGUMENT" }));
+    expect(() => session.generate({ topP: Number.NaN })).toThrow(expect.objectContaining({ code: "ERR_INVALID_ARGUMENT" }));
+    expect(() => session.generate({ seed: -5 })).toThrow(expect.objectContaining({ code: "ERR_INVALID_ARGUMENT" }));
+    // Token ids are checked against the vocabulary natively.
+    await expect(session.generate({ logitBias: [[model.info.vocabSize, 1]] }).collect()).rejects.toMatchObject({ code: "ERR_TOKEN_INVALID" });
     // The session survived every rejection.
     expect((await session.generate({ maxTokens: 2, temperature: 0 }).collect()).tokens).toHaveLength(2);
   });

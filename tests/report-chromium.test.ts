@@ -15,7 +15,8 @@ import { promisify } from "node:util";
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { AttentionMap, attentionPng, decodePng, loadModel, positionEncodingOf, renderExplainReport, type TraceResult } from "../src/index.js";
+import { AttentionMap, loadModel, type TraceResult } from "../src/index.js";
+import { attentionPng, decodePng, positionEncodingOf, renderExplainReport } from "../src/report/index.js";
 import { MASKED_RGB, colorAt } from "../src/report/colormap.js";
 import { findChromium } from "../scripts/check-report.mjs";
 import { fixturePath, repoRoot } from "./helpers/fixtures.js";

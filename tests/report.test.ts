@@ -13,18 +13,9 @@ import zlib from "node:zlib";
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import {
-  AttentionMap,
-  attentionPng,
-  crc32,
-  decodePng,
-  encodePng,
-  loadModel,
-  renderExplainReport,
-  visibleToken,
-  type ExplainData,
-  type TraceResult,
-} from "../src/index.js";
+import { AttentionMap, loadModel, type TraceResult } from "../src/index.js";
+import { attentionPng, decodePng, encodePng, renderExplainReport, visibleToken, type ExplainData } from "../src/report/index.js";
+import { crc32 } from "../src/report/png.js";
 import { colorAt, MASKED_RGB } from "../src/report/colormap.js";
 import { fixturePath, repoRoot } from "./helpers/fixtures.js";
 

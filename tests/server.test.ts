@@ -10,7 +10,7 @@ import path from "node:path";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { loadModel, startServer, type Context, type Model, type RunningServer } from "../src/index.js";
+import { loadModel, renderChat, startServer, type Context, type Model, type RunningServer } from "../src/index.js";
 import { SessionPool } from "../src/server/pool.js";
 import { fixturePath, repoRoot } from "./helpers/fixtures.js";
 
@@ -78,7 +78,7 @@ describe("OpenAI-compatible server", () => {
   }
 
   async function chatTokens(messages: Array<{ role: string; content: string }>): Promise<Int32Array> {
-    return model.tokenize(await model.applyChatTemplate(messages), { addSpecial: true, parseSpecial: true });
+    return model.tokenize(await renderChat(model, messages), { addSpecial: true, parseSpecial: true });
   }
 
   it("listens on 127.0.0.1 and answers /health without a key", async () => {

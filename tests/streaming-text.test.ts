@@ -110,15 +110,16 @@ describe("streaming detokenizer", () => {
     expect(tokenizations.size).toBeGreaterThan(1);
   });
 
-  it("streams the tokens' own bytes, which detokenize() gives up to llama.cpp's space clean-up", async () => {
-    // The stream is the concatenated token pieces (what llama.cpp's own tools print).
-    // detokenize() is llama_detokenize, which for GPT-2 also removes the space in " ," " ." etc.
-    // (Hugging Face's clean_up_tokenization_spaces), so the two differ exactly there.
+  it("streams the tokens' own bytes, which detokenize() gives too (and, asked, llama.cpp's space clean-up)", async () => {
+    // The stream is the concatenated token pieces (what llama.cpp's own tools print), and so is
+    // detokenize(). With cleanUpSpaces it is llama_detokenize's text for GPT-2, which removes the
+    // space in " ," " ." etc. (Hugging Face's clean_up_tokenization_spaces).
     const spaced = "Hi , you . It 's ok !";
     const generation = await run({ seed: 5, grammar: `root ::= ${gbnfLiteral(spaced)}` });
     expect(generation.finishReason).toBe("eog");
     expect(generation.chunks.join("")).toBe(spaced);
-    expect(model.detokenize(generation.tokens)).toBe(llamaCleanSpaces(spaced));
+    expect(model.detokenize(generation.tokens)).toBe(spaced);
+    expect(model.detokenize(generation.tokens, { cleanUpSpaces: true })).toBe(llamaCleanSpaces(spaced));
     expect(llamaCleanSpaces(spaced)).toBe("Hi, you. It's ok!");
 
     // Free greedy generation from random weights: whatever comes out, the same holds.
@@ -127,7 +128,8 @@ describe("streaming detokenizer", () => {
     const { tokens, text } = await session.generate({ temperature: 0, maxTokens: 60 }).collect();
     expect(tokens.length).toBeGreaterThan(10);
     expect(text).toBe(bytesOf(tokens).toString("utf8"));
-    expect(model.detokenize(tokens)).toBe(llamaCleanSpaces(text));
+    expect(model.detokenize(tokens)).toBe(text);
+    expect(model.detokenize(tokens, { cleanUpSpaces: true })).toBe(llamaCleanSpaces(text));
   });
 
   it("cuts at a stop string whose first character is split across tokens", async () => {

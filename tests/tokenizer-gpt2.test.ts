@@ -199,12 +199,15 @@ describe("GPT-2 tokenization agrees with js-tiktoken (r50k_base)", () => {
     const bytes = Buffer.concat(ours.map((t) => model.tokenToBytes(t)));
     if (!bytes.equals(Buffer.from(text, "utf8"))) problems.push(`pieces differ for ${JSON.stringify(text)}`);
     if (oracle.decode(ours) !== text) problems.push(`tiktoken decodes our tokens differently for ${JSON.stringify(text)}`);
-    // detokenize() is llama_detokenize, which (for GPT-2, like Hugging Face's decode) cleans up
-    // the spaces before punctuation and contractions.
+    // detokenize() gives the text back, as tiktoken's decode does; asked to, it cleans up the
+    // spaces before punctuation and contractions, as llama_detokenize does for GPT-2 by default
+    // (Hugging Face's clean_up_tokenization_spaces).
+    const back = model.detokenize(ours);
+    if (back !== text) problems.push(`detokenize gave ${JSON.stringify(back)} for ${JSON.stringify(text)}`);
     const expected = llamaCleanSpaces(text);
     if (expected !== text) cleaned++;
-    const back = model.detokenize(ours);
-    if (back !== expected) problems.push(`detokenize gave ${JSON.stringify(back)} for ${JSON.stringify(text)}`);
+    const tidy = model.detokenize(ours, { cleanUpSpaces: true });
+    if (tidy !== expected) problems.push(`detokenize (cleanUpSpaces) gave ${JSON.stringify(tidy)} for ${JSON.stringify(text)}`);
     return problems;
   }
 
@@ -225,6 +228,38 @@ describe("GPT-2 tokenization agrees with js-tiktoken (r50k_base)", () => {
 
   it("exercised the space clean-up of detokenize on part of the corpus", () => {
     expect(cleaned).toBeGreaterThan(20);
+  });
+
+  it("detokenizes exactly what was tokenized, spaces before punctuation and contractions included", () => {
+    const texts = [" .", " 're", " ,", " n't", " !", " ?", " 's", " 'm", " 've", " 'll", " 'd", " ' ", "x ' y",
+      "Hello , world !", "They 're here . We 've seen it , have n't we ?", "rock ' n ' roll", "' tis", "a . b", " "];
+    for (const text of texts) {
+      const tokens = model.tokenize(text, { addSpecial: false });
+      expect(oracle.decode([...tokens]), JSON.stringify(text)).toBe(text);
+      expect(model.detokenize(tokens), JSON.stringify(text)).toBe(text);
+      expect(model.detokenize(tokens, { cleanUpSpaces: false }), JSON.stringify(text)).toBe(text);
+      expect(model.detokenize(tokens, { cleanUpSpaces: true }), JSON.stringify(text)).toBe(llamaCleanSpaces(text));
+    }
+    // llama.cpp's clean-up, spelled out.
+    const tidy = (text: string) => model.detokenize(model.tokenize(text), { cleanUpSpaces: true });
+    expect(tidy("Hello , world !")).toBe("Hello, world!");
+    expect(tidy("They 're here . We 've seen it , have n't we ?")).toBe("They're here. We've seen it, have n't we?");
+    expect(tidy("it 's I 'm you 'll he 'd")).toBe("it's I'm you 'll he 'd");
+    expect(tidy("rock ' n ' roll")).toBe("rock'n'roll");
+  });
+
+  it("renders and removes special tokens the same with and without the clean-up", () => {
+    const eot = r50kBase.special_tokens["<|endoftext|>"];
+    const tokens = [eot, ...model.tokenize("Hello world", { addSpecial: false }), eot];
+    for (const cleanUpSpaces of [false, true]) {
+      expect(model.detokenize(tokens, { cleanUpSpaces })).toBe("Hello world");
+      expect(model.detokenize(tokens, { unparseSpecial: true, cleanUpSpaces })).toBe("<|endoftext|>Hello world<|endoftext|>");
+      // GPT-2 adds no BOS/EOS, so removeSpecial keeps them (as llama_detokenize does).
+      expect(model.detokenize(tokens, { removeSpecial: true, unparseSpecial: true, cleanUpSpaces })).toBe("<|endoftext|>Hello world<|endoftext|>");
+    }
+    expect(() => model.detokenize(tokens, { cleanUpSpaces: "yes" as unknown as boolean })).toThrow(
+      expect.objectContaining({ code: "ERR_INVALID_ARGUMENT" }),
+    );
   });
 
   it("uses Unicode White_Space: ECMAScript's \\s would differ on exactly U+0085 and U+FEFF", () => {

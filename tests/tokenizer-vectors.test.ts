@@ -9,7 +9,8 @@
  * run time, so a vocabulary added to llama.cpp is covered without a change here.
  *
  * On top of that, for every vocabulary (with vectors or not):
- *  - detokenizing gives the text back, up to what the tokenizer type documents it loses;
+ *  - detokenizing gives the text back, up to what the tokenizer type documents it loses, and
+ *    cleanUpSpaces gives llama.cpp's clean-up of it;
  *  - test-tokenizer-1-{bpe,spm}.cpp's checks: every token's text, and single code points,
  *    survive tokenize → detokenize;
  *  - the token attributes agree with the GGUF token types read by our own GGUF reader.
@@ -112,20 +113,36 @@ async function openVocab(file: string): Promise<Vocab> {
   };
 }
 
-/**
- * BPE and SPM are lossless, except that llama.cpp (like Hugging Face's decode) cleans up spaces
- * before punctuation for the vocabularies that ask for it. One rule must explain every text.
- */
-function expectLosslessOrCleaned(texts: readonly string[], back: readonly string[]): void {
-  const exact = back.every((b, i) => b === texts[i]);
-  const cleaned = back.every((b, i) => b === llamaCleanSpaces(texts[i]));
+/** BPE and SPM are lossless: detokenize() gives every text back, whatever llama.cpp's clean-up setting. */
+function expectLossless(texts: readonly string[], back: readonly string[]): void {
   const wrong = back.map((b, i) => [texts[i], b]).filter(([t, b]) => t !== b);
-  expect(exact || cleaned, `detokenized differently: ${JSON.stringify(wrong.slice(0, 3))}`).toBe(true);
+  expect(wrong.slice(0, 3), "detokenized differently").toEqual([]);
 }
 
-/** What llama.cpp's WPM detokenizer gives for a text: " word" per BERT word, then the clean-up. */
+/**
+ * cleanUpSpaces: true is llama.cpp's clean-up of what cleanUpSpaces: false gives, for every type
+ * (one of the two is llama_detokenize itself, the other the addon's own loop over the pieces).
+ */
+function expectCleanUpIsLlamas(model: Model, tokens: readonly number[][]): void {
+  const tidy = tokens.map((t) => model.detokenize(t, { cleanUpSpaces: true }));
+  const raw = tokens.map((t) => model.detokenize(t, { cleanUpSpaces: false }));
+  expect(tidy).toEqual(raw.map(llamaCleanSpaces));
+  for (const options of [{ removeSpecial: true }, { unparseSpecial: true }, { removeSpecial: true, unparseSpecial: true }]) {
+    const special = tokens.map((t) => [...(model.specialTokens.bos === null ? [] : [model.specialTokens.bos]), ...t]);
+    expect(special.map((t) => model.detokenize(t, { ...options, cleanUpSpaces: true }))).toEqual(
+      special.map((t) => llamaCleanSpaces(model.detokenize(t, { ...options, cleanUpSpaces: false }))),
+    );
+  }
+}
+
+/** What llama.cpp's WPM detokenizer gives for a text before its clean-up: " word" per BERT word. */
+function wpmRawText(text: string): string {
+  return bertBasicTokens(text).map((w) => ` ${w}`).join("");
+}
+
+/** What detokenize() gives for a WPM text by default: the words, then llama.cpp's clean-up. */
 function wpmText(text: string): string {
-  return llamaCleanSpaces(bertBasicTokens(text).map((w) => ` ${w}`).join(""));
+  return llamaCleanSpaces(wpmRawText(text));
 }
 
 const vocabs = discoverVocabs();
@@ -194,14 +211,18 @@ function checkVectorRoundTrip({ model, unk }: Vocab, vectors: Vector[]): void {
     // texts with an unknown word are left out.
     const checked = vectors.filter((v) => unk === undefined || !v.tokens.includes(unk));
     expect(checked.length).toBeGreaterThan(vectors.length / 2);
-    for (const v of checked) expect(model.detokenize(v.tokens), JSON.stringify(v.text)).toBe(wpmText(v.text));
+    for (const v of checked) {
+      expect(model.detokenize(v.tokens), JSON.stringify(v.text)).toBe(wpmText(v.text));
+      expect(model.detokenize(v.tokens, { cleanUpSpaces: false }), JSON.stringify(v.text)).toBe(wpmRawText(v.text));
+    }
     return;
   }
   if (type === "bpe" || type === "spm") {
-    expectLosslessOrCleaned(
+    expectLossless(
       vectors.map((v) => v.text),
       vectors.map((v) => model.detokenize(v.tokens)),
     );
+    expectCleanUpIsLlamas(model, vectors.map((v) => v.tokens));
     return;
   }
   // Unigram and newer types normalise; their output is a fixed point.
@@ -212,8 +233,9 @@ function checkCorpusRoundTrip({ model, unk }: Vocab): void {
   const type = model.info.vocabType;
   const tokens = CORPUS.map((text) => [...model.tokenize(text, { addSpecial: false })]);
   const back = tokens.map((t) => model.detokenize(t));
+  expectCleanUpIsLlamas(model, tokens);
   if (type === "bpe" || type === "spm") {
-    expectLosslessOrCleaned(CORPUS, back);
+    expectLossless(CORPUS, back);
     return;
   }
   if (type === "wpm") {

@@ -1,7 +1,13 @@
 import { parseArgs } from "node:util";
 
+import { CONTEXT_OPTIONS } from "../options/context.js";
+import { LOAD_OPTIONS } from "../options/load.js";
 import { startServer } from "../server/server.js";
 import { UsageError, intOption } from "./args.js";
+import { expandAliases, flagGroup } from "./option-flags.js";
+
+const contextFlags = flagGroup(CONTEXT_OPTIONS, { help: { contextSize: "tokens per request, prompt and reply" } });
+const loadFlags = flagGroup(LOAD_OPTIONS);
 
 export const serveUsage = `llama-napi serve -m MODEL [options]
 
@@ -13,29 +19,33 @@ POST /v1/embeddings. Runs until Ctrl-C.
       --host ADDRESS          address to listen on (default 127.0.0.1: this machine only)
       --port N                port (default 8080; 0 picks a free one)
   -np, --parallel N           requests generated at once, batched together (default 4)
-  -c, --ctx-size N            tokens per request, prompt and reply (default: the model's, at most 4096)
-  -t, --threads N             CPU threads (default: all available)
       --api-key KEY           require "Authorization: Bearer KEY" (or set LLAMA_NAPI_API_KEY)
       --alias NAME            the model's id in the API (default: the file name)
       --chat-template T       a Jinja template or a built-in name (chatml, llama2, ...) instead of the model's
       --embedding-model PATH  the model for /v1/embeddings (default: MODEL, mean pooling)
-      --quiet                 do not log requests`;
+      --quiet                 do not log requests
+
+Context (one context with --parallel sequences serves every request):
+${contextFlags.help.join("\n")}
+
+Model:
+${loadFlags.help.join("\n")}`;
 
 export async function runServe(argv: string[]): Promise<number> {
   const { values } = parseArgs({
-    args: argv.map((a) => (a === "-np" ? "--parallel" : a)),
+    args: expandAliases(argv, [contextFlags, loadFlags], { "-np": "--parallel" }),
     options: {
       model: { type: "string", short: "m" },
       host: { type: "string" },
       port: { type: "string" },
       parallel: { type: "string" },
-      "ctx-size": { type: "string", short: "c" },
-      threads: { type: "string", short: "t" },
       "api-key": { type: "string" },
       alias: { type: "string" },
       "chat-template": { type: "string" },
       "embedding-model": { type: "string" },
       quiet: { type: "boolean" },
+      ...contextFlags.parseOptions,
+      ...loadFlags.parseOptions,
     },
     strict: true,
   });
@@ -45,8 +55,8 @@ export async function runServe(argv: string[]): Promise<number> {
     host: values.host,
     port: intOption(values.port, "--port"),
     parallel: intOption(values.parallel, "--parallel"),
-    contextSize: intOption(values["ctx-size"], "--ctx-size"),
-    threads: intOption(values.threads, "--threads"),
+    ...contextFlags.read(values),
+    load: loadFlags.read(values),
     apiKey: values["api-key"] ?? (process.env.LLAMA_NAPI_API_KEY || undefined),
     modelName: values.alias,
     chatTemplate: values["chat-template"],

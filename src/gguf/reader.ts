@@ -28,6 +28,7 @@ import {
   type GgufValue,
 } from "./types.js";
 
+/** Options of {@link readGguf}. */
 export interface ReadGgufOptions {
   /**
    * Arrays with more items than this keep only their first `maxArrayLength` items (and get

@@ -6,6 +6,9 @@
  * vendor/llama.cpp/ggml/include/ggml.h and ggml/src/ggml.c (`type_traits`).
  */
 
+/** The scalar types a GGUF metadata value can have (GGUF's `enum gguf_type` without the array). */
+export type GgufScalarType = "uint8" | "int8" | "uint16" | "int16" | "uint32" | "int32" | "float32" | "bool" | "string" | "uint64" | "int64" | "float64";
+
 /** Scalar metadata value types, by their GGUF type id (`enum gguf_type`). */
 export const GGUF_SCALAR_TYPE_IDS = {
   uint8: 0,
@@ -20,12 +23,12 @@ export const GGUF_SCALAR_TYPE_IDS = {
   uint64: 10,
   int64: 11,
   float64: 12,
-} as const;
+} as const satisfies Record<GgufScalarType, number>;
 
 /** GGUF type id of an array value. */
 export const GGUF_ARRAY_TYPE_ID = 9;
 
-export type GgufScalarType = keyof typeof GGUF_SCALAR_TYPE_IDS;
+/** The type of a GGUF metadata value: a scalar type or "array". */
 export type GgufValueType = GgufScalarType | "array";
 
 /** The JavaScript type that holds a value of each scalar GGUF type. */

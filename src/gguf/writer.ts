@@ -39,6 +39,7 @@ export type TensorChunks = Iterable<TensorChunk> | AsyncIterable<TensorChunk>;
  */
 export type TensorData = TensorChunk | TensorChunks | (() => TensorChunks);
 
+/** One tensor for {@link writeGguf}: its name, shape, type and data. */
 export interface GgufTensorInput {
   name: string;
   /** Dimensions in ggml order: ne0 (the contiguous row length) first. */
@@ -47,6 +48,7 @@ export interface GgufTensorInput {
   data: TensorData;
 }
 
+/** What {@link writeGguf} writes: metadata, tensors and the data alignment. */
 export interface WriteGgufInput {
   metadata: GgufMetadata;
   tensors?: readonly GgufTensorInput[];

@@ -32,6 +32,7 @@ export interface ExplainReportInfo {
   onWarning?: (message: string) => void;
 }
 
+/** The attention weights an explain report embeds: quantised, optionally cut to the causal part, base64-encoded. */
 export interface ExplainAttentionData {
   /** "u16": value / 65535; "u8": value / 255, little-endian, base64. */
   encoding: "u16" | "u8";
@@ -46,6 +47,7 @@ export interface ExplainAttentionData {
   maps: string[];
 }
 
+/** Everything an explain report shows, in the JSON form the page reads ({@link buildExplainData}). */
 export interface ExplainData {
   version: 1;
   model: string;

@@ -73,6 +73,7 @@ export function encodePng(width: number, height: number, rgba: Uint8Array): Buff
   return Buffer.concat([SIGNATURE, chunk("IHDR", header), chunk("IDAT", zlib.deflateSync(raw, { level: 9 })), chunk("IEND", new Uint8Array(0))]);
 }
 
+/** A decoded PNG image ({@link decodePng}): its size and RGBA pixels. */
 export interface DecodedPng {
   width: number;
   height: number;

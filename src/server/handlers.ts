@@ -86,7 +86,7 @@ async function generate(
   res: ServerResponse,
   signal: AbortSignal,
 ): Promise<void> {
-  const capacity = state.context.sessionCapacity;
+  const capacity = state.context.contextSize;
   if (tokens.length >= capacity) {
     throw new HttpError(400, `The prompt has ${tokens.length} tokens; this server's sessions hold ${capacity} (the reply included)`, "invalid_request_error", "context_length_exceeded", kind === "chat" ? "messages" : "prompt");
   }

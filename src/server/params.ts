@@ -1,10 +1,14 @@
 /**
  * The fields of OpenAI's completion and chat completion requests, checked and mapped to
- * llama-napi's generation options. Unknown fields are ignored (as OpenAI-compatible servers do);
- * a known field with a bad value is a 400 naming the field. `null` counts as absent.
+ * llama-napi's generation options. The sampling fields come from the option tables (each entry's
+ * `field`: top_p, top_k, min_p, logit_bias, response_format, seed, ...). Unknown fields are
+ * ignored (as OpenAI-compatible servers do); a known field with a bad value is a 400 naming the
+ * field. `null` counts as absent.
  */
 import type { ChatMessage, JsonValue } from "../chat.js";
-import type { SamplingOptions } from "../sampling.js";
+import { GENERATE_OPTIONS } from "../options/generate.js";
+import type { SamplingOptions } from "../options/sampling.js";
+import { OptionValueError, entriesOf, readOptions, setPath, type OptionTable, type ParsedOptions } from "../options/spec.js";
 import { badField } from "./http.js";
 
 type Body = Record<string, unknown>;
@@ -62,72 +66,45 @@ function object(body: Body, key: string): Body | undefined {
   return v as Body;
 }
 
-function stops(body: Body): string[] {
-  const v = get(body, "stop");
-  if (v === undefined) return [];
-  const list = typeof v === "string" ? [v] : v;
-  if (!Array.isArray(list) || list.length > 16 || list.some((s) => typeof s !== "string" || s === "")) {
-    throw badField("stop", "stop must be a non-empty string or an array of at most 16 non-empty strings");
-  }
-  return list as string[];
-}
-
-function sampling(body: Body): SamplingOptions {
-  const out: SamplingOptions = {};
-  const set = <K extends keyof SamplingOptions>(key: K, value: SamplingOptions[K] | undefined) => {
-    if (value !== undefined) out[key] = value;
-  };
-  set("temperature", num(body, "temperature", 0, 10));
-  set("topP", num(body, "top_p", 0, 1));
-  set("topK", int(body, "top_k", 0, 1_000_000));
-  set("minP", num(body, "min_p", 0, 1));
-  set("presencePenalty", num(body, "presence_penalty", -2, 2));
-  set("frequencyPenalty", num(body, "frequency_penalty", -2, 2));
-  set("repeatPenalty", num(body, "repeat_penalty", 0, 10));
-  const seed = int(body, "seed", Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER);
-  if (seed !== undefined) out.seed = ((seed % 2 ** 32) + 2 ** 32) % 2 ** 32;
-  const bias = object(body, "logit_bias");
-  if (bias !== undefined) {
-    const pairs: Array<[number, number]> = [];
-    for (const [token, value] of Object.entries(bias)) {
-      if (!/^\d+$/.test(token) || typeof value !== "number" || !(value >= -100 && value <= 100)) {
-        throw badField("logit_bias", "logit_bias must map token ids to numbers from -100 to 100");
-      }
-      // As in OpenAI's API, -100 bans the token.
-      pairs.push([Number(token), value <= -100 ? -Infinity : value]);
-    }
-    out.logitBias = pairs;
-  }
-  const format = object(body, "response_format");
-  if (format !== undefined) {
-    if (format.type === "json_object") {
-      out.jsonSchema = { type: "object" };
-    } else if (format.type === "json_schema") {
-      const spec = format.json_schema as Body | undefined;
-      const schema = spec !== null && typeof spec === "object" ? spec.schema : undefined;
-      if (schema === null || typeof schema !== "object" || Array.isArray(schema)) {
-        throw badField("response_format", "response_format.json_schema.schema must be a JSON Schema object");
-      }
-      out.jsonSchema = schema;
-    } else if (format.type !== "text") {
-      throw badField("response_format", 'response_format.type must be "text", "json_object" or "json_schema"');
+/**
+ * The options of a table that request fields set (each entry's `field`), checked by the entry's
+ * check, or by the field's own where the server's spelling differs (OpenAI's logit_bias, ...).
+ */
+function fromFields<T extends OptionTable>(table: T, body: Body): ParsedOptions<T> {
+  const out: Record<string, unknown> = {};
+  for (const [path, spec] of entriesOf(table)) {
+    if (!spec.field) continue;
+    const { name, parse } = spec.field;
+    const v = get(body, name);
+    if (v === undefined) continue;
+    try {
+      setPath(out, path, (parse ?? spec.parse)(v));
+    } catch (err) {
+      if (err instanceof OptionValueError) throw badField(name, `${name} must be ${err.expected}`);
+      throw err;
     }
   }
-  return out;
+  if (out.jsonSchema === "") delete out.jsonSchema; // response_format { type: "text" }
+  try {
+    return readOptions(table, out, "request");
+  } catch (err) {
+    throw badField("request", (err as Error).message);
+  }
 }
 
-function common(body: Body, maxTokensKeys: string[]): Omit<GenerationParams, "logprobs"> {
+function common(body: Body, maxTokensAlias?: string): Omit<GenerationParams, "logprobs"> {
   const n = int(body, "n", 1, 128);
   if (n !== undefined && n !== 1) throw badField("n", "Only n = 1 is supported");
-  let maxTokens: number | undefined;
-  for (const key of maxTokensKeys) maxTokens ??= int(body, key, 1, 1 << 30);
+  const { maxTokens: maxTokensField, stop, ...sampling } = fromFields(GENERATE_OPTIONS, body);
+  // Chat requests may say max_completion_tokens, OpenAI's newer name for max_tokens.
+  const maxTokens = (maxTokensAlias === undefined ? undefined : int(body, maxTokensAlias, 1, 2 ** 31 - 1)) ?? maxTokensField;
   const streamOptions = object(body, "stream_options");
   let includeUsage = false;
   if (streamOptions?.include_usage !== undefined && streamOptions.include_usage !== null) {
     if (typeof streamOptions.include_usage !== "boolean") throw badField("stream_options", "stream_options.include_usage must be a boolean");
     includeUsage = streamOptions.include_usage;
   }
-  return { maxTokens, stream: bool(body, "stream") ?? false, includeUsage, stop: stops(body), sampling: sampling(body) };
+  return { maxTokens, stream: bool(body, "stream") ?? false, includeUsage, stop: stop ?? [], sampling };
 }
 
 /** POST /v1/completions */
@@ -147,7 +124,7 @@ export function completionParams(body: Body): CompletionParams {
   }
   if (get(body, "suffix") !== undefined) throw badField("suffix", "suffix is not supported");
   const logprobs = int(body, "logprobs", 0, 20);
-  return { ...common(body, ["max_tokens"]), prompt: text, echo: bool(body, "echo") ?? false, logprobs };
+  return { ...common(body), prompt: text, echo: bool(body, "echo") ?? false, logprobs };
 }
 
 /** POST /v1/chat/completions */
@@ -164,7 +141,7 @@ export function chatParams(body: Body): ChatParams {
   if (top !== undefined && !wantLogprobs) throw badField("top_logprobs", "top_logprobs needs logprobs: true");
   const variables = object(body, "chat_template_kwargs") as Record<string, JsonValue> | undefined;
   return {
-    ...common(body, ["max_completion_tokens", "max_tokens"]),
+    ...common(body, "max_completion_tokens"),
     messages,
     variables,
     logprobs: wantLogprobs ? (top ?? 0) : undefined,

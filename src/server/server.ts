@@ -25,22 +25,29 @@ import { ChatTemplate } from "../chat.js";
 import type { EmbeddingContext } from "../embedding.js";
 import { invalidArgument } from "../errors.js";
 import { loadModel, type Model } from "../model.js";
+import { CONTEXT_OPTIONS, type ContextOptions } from "../options/context.js";
+import type { LoadModelOptions } from "../options/load.js";
+import { optionKeys, rejectUnknownKeys } from "../options/suggest.js";
 import { chatCompletions, completions, embeddings, listModels, toHttpError, type ServerState } from "./handlers.js";
 import { HttpError, readJsonObject, sendError, sendJson } from "./http.js";
 import { SessionPool } from "./pool.js";
 
-export interface ServerOptions {
+/**
+ * The server's settings. Beside its own, it takes the context options (`contextSize`: tokens each
+ * request's session holds, prompt and reply; `threads`, `batchSize`, `kvCacheType`, ...); the
+ * context has `parallel` sequences.
+ */
+export interface ServerOptions extends Omit<ContextOptions, "sequences"> {
   /** The model to serve: a loaded Model, or the path of a GGUF file (loaded, and freed on close). */
   model: Model | string;
+  /** How to load `model` when it is a path (e.g. `{ gpuLayers: "max" }`). */
+  load?: Omit<LoadModelOptions, "signal" | "onProgress">;
   /** Port (default 8080; 0 picks a free one). */
   port?: number;
   /** Address to listen on (default "127.0.0.1": this machine only). */
   host?: string;
   /** Requests generated at the same time (sessions of the context; default 4). More wait in line. */
   parallel?: number;
-  /** Tokens each request's session holds, prompt and reply (default: the model's training context, at most 4096). */
-  contextSize?: number;
-  threads?: number;
   /** Require `Authorization: Bearer <apiKey>` on every endpoint but /health. */
   apiKey?: string;
   /** The model's id in /v1/models and in responses (default: the file name without .gguf). */
@@ -57,6 +64,7 @@ export interface ServerOptions {
   log?: (line: string) => void;
 }
 
+/** A server started by {@link startServer}: where it listens, and how to stop it. */
 export interface RunningServer {
   /** e.g. "http://127.0.0.1:8080" */
   url: string;
@@ -69,8 +77,23 @@ function modelIdOf(model: Model): string {
   return path.basename(model.path).replace(/\.gguf$/i, "");
 }
 
+const SERVER_KEYS = optionKeys<Omit<ServerOptions, keyof ContextOptions>>({
+  model: true,
+  load: true,
+  port: true,
+  host: true,
+  parallel: true,
+  apiKey: true,
+  modelName: true,
+  chatTemplate: true,
+  embeddingModel: true,
+  maxBodyBytes: true,
+  log: true,
+});
+
 function checkOptions(options: ServerOptions): void {
   if (options === null || typeof options !== "object") invalidArgument("options", "an object", options);
+  rejectUnknownKeys("server options", options, [...SERVER_KEYS, ...Object.keys(CONTEXT_OPTIONS).filter((k) => k !== "sequences")]);
   const { port, parallel, maxBodyBytes, apiKey, host } = options;
   if (port !== undefined && (!Number.isInteger(port) || port < 0 || port > 65535)) invalidArgument("port", "an integer from 0 to 65535", port);
   if (parallel !== undefined && (!Number.isInteger(parallel) || parallel < 1 || parallel > 256)) invalidArgument("parallel", "an integer from 1 to 256", parallel);
@@ -89,11 +112,12 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     for (const m of owned.splice(0)) m.dispose();
   };
   try {
-    const model = typeof options.model === "string" ? await loadModel(options.model) : options.model;
+    const model = typeof options.model === "string" ? await loadModel(options.model, options.load) : options.model;
     if (typeof options.model === "string") owned.push(model);
     const parallel = options.parallel ?? 4;
-    const contextSize = options.contextSize ?? Math.min(model.info.trainContextSize || 4096, 4096);
-    const context = await model.createContext({ contextSize, sequences: parallel, threads: options.threads });
+    const contextOptions: Record<string, unknown> = {};
+    for (const key of Object.keys(CONTEXT_OPTIONS)) if (key !== "sequences") contextOptions[key] = options[key as keyof ServerOptions];
+    const context = await model.createContext({ ...contextOptions, sequences: parallel });
     cleanups.push(() => context.dispose());
     const pool = new SessionPool(context, parallel);
     cleanups.push(() => pool.close());

@@ -32,7 +32,9 @@ void UseModel(llama_model* model) {
   std::vector<llama_token> tokens;
   if (llama_napi::compat::Tokenize(vocab, text, true, true, tokens) != llama_napi::compat::TokenizeStatus::kOk) return;
   std::string out;
-  (void)llama_napi::compat::Detokenize(vocab, tokens, false, true, out);
+  // Both clean-up settings: one is llama_detokenize, the other the addon's loop over the pieces.
+  (void)llama_napi::compat::Detokenize(vocab, tokens, false, true, false, out);
+  (void)llama_napi::compat::Detokenize(vocab, tokens, true, true, true, out);
   for (llama_token t : tokens) (void)llama_napi::compat::TokenPiece(vocab, t, false);
   if (llama_model_has_encoder(model) || tokens.empty()) return;
   llama_context_params cp = llama_context_default_params();

@@ -1,0 +1,84 @@
+/**
+ * The options of `session.generate()` beside sampling: when to stop, what to report, what to do
+ * when the session is full. Together with {@link SAMPLING_OPTIONS} they make `GenerateOptions`.
+ */
+import { SAMPLING_OPTIONS } from "./sampling.js";
+import { custom, integer, invalidValue, type OptionsOf } from "./spec.js";
+
+function stopStrings(v: unknown): string[] {
+  const expected = "a non-empty string or an array of at most 64 non-empty strings";
+  const list = typeof v === "string" ? [v] : v;
+  if (!Array.isArray(list) || list.length > 64 || list.some((s) => typeof s !== "string" || s === "")) invalidValue(expected);
+  return [...(list as string[])];
+}
+
+function abortSignal(v: unknown): AbortSignal {
+  const s = v as AbortSignal | null;
+  if (s === null || typeof s !== "object" || typeof s.aborted !== "boolean" || typeof s.addEventListener !== "function") {
+    invalidValue("an AbortSignal");
+  }
+  return s;
+}
+
+/** Checks an `AbortSignal` option (shared by the tables that take one). */
+export const signalOption = custom<AbortSignal>({ expected: "an AbortSignal", parse: abortSignal });
+
+export const GENERATE_OPTIONS = {
+  /** Stop after this many tokens (default: when the session is full). */
+  maxTokens: integer({
+    min: 1,
+    max: 2 ** 31 - 1,
+    flag: { name: "max-tokens", aliases: ["-n"], arg: "N", help: "tokens to generate" },
+    field: { name: "max_tokens" },
+  }),
+  /** Stop when the text contains one of these strings; the stop string itself is not emitted. */
+  stop: custom<string | readonly string[], string[]>({
+    expected: "a non-empty string or an array of at most 64 non-empty strings",
+    parse: stopStrings,
+    flag: { name: "stop", arg: "TEXT", help: "stop when TEXT appears (repeatable)", multiple: true },
+    field: { name: "stop" },
+  }),
+  /** Stops the generation; iteration ends after the tokens already produced. */
+  signal: signalOption,
+  /**
+   * Report log-probabilities (from the raw logits, before sampling) of each generated token:
+   * `true` for the chosen token only, a number for that many top alternatives too (up to 100).
+   */
+  logprobs: custom<boolean | number, number | false>({
+    expected: "a boolean or an integer from 0 to 100",
+    parse: (v) =>
+      v === true ? 0 : v === false ? false : typeof v === "number" && Number.isInteger(v) && v >= 0 && v <= 100 ? v : invalidValue("a boolean or an integer from 0 to 100"),
+  }),
+  /**
+   * When the session is full, drop the older half of the tokens after the first `keep` and go on
+   * (RoPE models only; `true` keeps the BOS token). Without it, a full session ends the generation
+   * with ERR_CONTEXT_FULL.
+   */
+  contextShift: custom<boolean | { keep?: number }, boolean | { keep: number | undefined }>({
+    expected: "a boolean or { keep: a non-negative integer }",
+    parse(v) {
+      if (typeof v === "boolean") return v;
+      if (v === null || typeof v !== "object" || Array.isArray(v)) invalidValue("a boolean or { keep }");
+      const { keep, ...rest } = v as { keep?: unknown };
+      if (Object.keys(rest).length > 0) invalidValue("a boolean or { keep } (no other fields)");
+      if (keep !== undefined && !(typeof keep === "number" && Number.isInteger(keep) && keep >= 0)) invalidValue("{ keep: a non-negative integer }");
+      return { keep: keep as number | undefined };
+    },
+  }),
+  /**
+   * The slow path: called before every sampling step with the next-token logits (a Float32Array
+   * over native memory, no copy) and the history. Change the logits in place to steer sampling.
+   * The decode thread waits for it, so every session of the context pauses meanwhile.
+   */
+  logitsProcessor: custom<(logits: Float32Array, tokens: Int32Array) => void>({
+    expected: "a function",
+    parse: (v) => (typeof v === "function" ? (v as (logits: Float32Array, tokens: Int32Array) => void) : invalidValue("a function")),
+  }),
+  ...SAMPLING_OPTIONS,
+} as const;
+
+/**
+ * Options of `session.generate()`: when to stop and what to report, and the sampling options.
+ * @interface
+ */
+export type GenerateOptions = OptionsOf<typeof GENERATE_OPTIONS>;
