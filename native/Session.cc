@@ -263,13 +263,18 @@ Napi::Value SessionWrap::LoadState(const Napi::CallbackInfo& info) {
     Throw(env, "ERR_INVALID_ARGUMENT", "loadState() takes a Buffer or Uint8Array made by saveState()");
   }
   Napi::Uint8Array data = info[0].As<Napi::Uint8Array>();
+  // A copy (the caller may change its buffer meanwhile); parsed and checked off the event loop.
   auto state = std::make_shared<ParsedState>();
-  Failure f = ParseState(data.Data(), data.ByteLength(), engine_->model()->nVocab, engine_->capacity(), *state);
-  if (!f.ok()) Throw(env, f.code, f.message);
+  state->data.assign(data.Data(), data.Data() + data.ByteLength());
   auto job = std::make_shared<TaskJob>();
   job->seq = seq_;
   const size_t nVocab = static_cast<size_t>(engine_->model()->nVocab);
-  job->run = [state, nVocab](llama_context* ctx, TaskJob& t) { return RestoreSequence(ctx, *state, *t.seq, nVocab); };
+  const llama_model* model = engine_->model()->model.get();  // the engine keeps the model alive
+  const uint32_t capacity = engine_->capacity();
+  job->run = [state, nVocab, model, capacity](llama_context* ctx, TaskJob& t) {
+    Failure f = ParseState(model, capacity, *state);
+    return f.ok() ? RestoreSequence(ctx, *state, *t.seq, nVocab) : f;
+  };
   current_ = job;
   return engine_->SubmitTask(env, job);
 }
