@@ -2,7 +2,7 @@ import fs from "node:fs";
 import path from "node:path";
 
 import { invalidArgument } from "./errors.js";
-import { binding, bindingPath, packageRoot, type NativeDevice, type NativeSystemInfo } from "./native.js";
+import { PLATFORM_SCOPE, binding, bindingOrigin, packageRoot, type NativeDevice, type NativeSystemInfo } from "./native.js";
 
 /**
  * A compute device a ggml backend offers (a CPU, a GPU, ...), with its memory and features.
@@ -24,8 +24,17 @@ export interface SystemInfo extends NativeSystemInfo {
   dynamicBackends: boolean;
   /** The addon file in use. */
   binary: string;
-  /** Whether that file is a shipped prebuilt binary (prebuilds/) rather than a build from source. */
+  /**
+   * Whether that file is a shipped prebuilt binary (the platform package `@llama-napi/<platform>-<arch>`,
+   * or prebuilds/) rather than a build from source.
+   */
   prebuilt: boolean;
+  /**
+   * Where the addon came from: "package" (the installed platform package), "prebuilds" (this
+   * package's prebuilds/ folder), "build" (a build from source in build/) or "override"
+   * (LLAMA_NAPI_BINARY).
+   */
+  origin: "package" | "prebuilds" | "build" | "override";
   /** GPU devices (discrete or integrated) that layers can be offloaded to. */
   gpuDevices: Device[];
   /**
@@ -37,11 +46,26 @@ export interface SystemInfo extends NativeSystemInfo {
 
 const GPU_MODULE = /^(lib)?ggml-(cuda|vulkan|metal|hip|musa|sycl|opencl|cann)\.(so|dll|dylib)$/;
 
+/** GPU modules in `dir`, and the one a GPU package handed to ggml (GGML_BACKEND_PATH), by file name. */
 function gpuModulesIn(dir: string): string[] {
+  let found: string[] = [];
   try {
-    return fs.readdirSync(dir).filter((f) => GPU_MODULE.test(f));
+    found = fs.readdirSync(dir).filter((f) => GPU_MODULE.test(f));
   } catch {
-    return [];
+    // no folder
+  }
+  const fromPackage = bindingOrigin().gpuPackageModule;
+  if (fromPackage !== undefined && !found.includes(path.basename(fromPackage))) found.push(path.basename(fromPackage));
+  return found;
+}
+
+/** Whether `file` lies in a platform package (its folder's package.json is one of `@llama-napi/...`). */
+function inPlatformPackage(file: string): boolean {
+  try {
+    const manifest = JSON.parse(fs.readFileSync(path.join(path.dirname(file), "package.json"), "utf8")) as { name?: unknown };
+    return typeof manifest.name === "string" && manifest.name.startsWith(`${PLATFORM_SCOPE}/`);
+  } catch {
+    return false;
   }
 }
 
@@ -62,7 +86,7 @@ function isInside(dir: string, file: string): boolean {
 /** What the native build offers: CPU features and variant, devices, mmap, GPU offload and RPC support. */
 export function systemInfo(): SystemInfo {
   const info = binding().systemInfo();
-  const binary = bindingPath();
+  const { file: binary, origin } = bindingOrigin();
   const addon = path.basename(binary);
   const cpu = info.devices.find((d) => d.type === "cpu");
   return {
@@ -70,7 +94,8 @@ export function systemInfo(): SystemInfo {
     cpuVariant: cpu ? cpuVariantOf(cpu.library) : null,
     dynamicBackends: info.devices.some((d) => d.library !== "" && d.library !== addon),
     binary,
-    prebuilt: isInside(path.join(packageRoot, "prebuilds"), binary),
+    prebuilt: origin === "package" || origin === "prebuilds" || isInside(path.join(packageRoot, "prebuilds"), binary) || inPlatformPackage(binary),
+    origin,
     gpuDevices: info.devices.filter((d) => d.type === "gpu" || d.type === "igpu"),
     unavailableGpuModules: gpuModulesIn(info.backendDir).filter((f) => !info.devices.some((d) => d.library === f)),
   };

@@ -1,6 +1,7 @@
 import path from "node:path";
 import { parseArgs } from "node:util";
 
+import { bindingOrigin } from "../native.js";
 import { systemInfo, type SystemInfo } from "../system.js";
 
 export const infoUsage = `llama-napi info [--json]
@@ -15,7 +16,7 @@ memory and features, and mmap / GPU offload / RPC support.
 
 /** How the addon in use was built, in words. */
 export function buildMode(info: SystemInfo): string {
-  const origin = info.prebuilt ? "prebuilt binary" : "build from source";
+  const origin = info.origin === "package" ? "prebuilt binary (platform package)" : info.prebuilt ? "prebuilt binary" : "build from source";
   if (!info.dynamicBackends) return `${origin}, backends linked into the addon`;
   return `${origin}, backends loaded at run time from ${info.backendDir}`;
 }
@@ -50,8 +51,10 @@ export function formatInfo(info: SystemInfo): string {
     `GPU offload:  ${info.supportsGpuOffload ? "yes" : "no"}` +
       (info.gpuDevices.length > 0 ? ` (${info.gpuDevices.length} GPU device${info.gpuDevices.length === 1 ? "" : "s"})` : " (no GPU device: gpuLayers falls back to the CPU)"),
   );
+  const fromPackage = bindingOrigin().gpuPackageModule;
   for (const module of info.unavailableGpuModules) {
-    lines.push(`GPU module without a device: ${module}: ${whyUnavailable(path.join(info.backendDir, module))}`);
+    const file = fromPackage !== undefined && path.basename(fromPackage) === module ? fromPackage : path.join(info.backendDir, module);
+    lines.push(`GPU module without a device: ${module}: ${whyUnavailable(file)}`);
   }
   lines.push(`RPC:          ${info.supportsRpc ? "yes" : "no"}`);
   lines.push(`max sequences per context: ${info.maxSequences}`);
