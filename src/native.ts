@@ -27,6 +27,14 @@ export const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.u
 
 export type * from "./native-types.js";
 
+/** The JavaScript runtime, for messages: Bun and Deno report a Node version of their own. */
+function runtimeName(): string {
+  const v = process.versions as NodeJS.ProcessVersions & { bun?: string; deno?: string };
+  if (v.bun) return `Bun ${v.bun}`;
+  if (v.deno) return `Deno ${v.deno}`;
+  return `Node ${process.version}`;
+}
+
 /** The npm scope of the per-platform packages that carry the prebuilt binaries (scripts/pack-platforms.mjs). */
 export const PLATFORM_SCOPE = "@llama-napi";
 
@@ -219,7 +227,7 @@ function loadBinding(): NativeBinding {
   const detail = reasons.length > 0 ? reasons.join("\n  ") : "no native addon was found";
   throw new LlamaError(
     "ERR_NATIVE_LOAD",
-    `Could not load the llama-napi native addon for ${process.platform}-${process.arch} (Node ${process.version}).\n` +
+    `Could not load the llama-napi native addon for ${process.platform}-${process.arch} (${runtimeName()}).\n` +
       `Looked in:\n${tried.map((t) => `  - ${t}`).join("\n")}\n` +
       `Reason: ${detail}\n` +
       `To fix it: ${fixes.join(" ")}`,
