@@ -11,7 +11,15 @@
 #include <algorithm>
 #include <mutex>
 
-#ifndef _WIN32
+#ifdef _WIN32
+#ifndef WIN32_LEAN_AND_MEAN
+#define WIN32_LEAN_AND_MEAN
+#endif
+#ifndef NOMINMAX
+#define NOMINMAX
+#endif
+#include <windows.h>  // ExitThread
+#else
 #include <fcntl.h>
 #include <netdb.h>
 #include <poll.h>

@@ -11,7 +11,9 @@
  *
  * The build is a distributable one: ggml and llama as shared libraries and every CPU variant of
  * ggml as a module chosen at run time (LLAMA_NAPI_CPU_VARIANTS=ON), plus the GPU backend named by
- * LLAMA_NAPI_BACKEND (cuda, vulkan; metal on macOS), if any.
+ * LLAMA_NAPI_BACKEND (cuda, vulkan; metal on macOS), if any. LLAMA_NAPI_TARGET=<platform>-<arch>
+ * (linux-arm64, win32-x64; set by `npm run prebuilds -- --target ...`) cross-compiles with
+ * cmake/toolchain-<platform>-<arch>.cmake.
  *
  * Differences from node-gyp, on purpose:
  *  - `rebuild` does not start from scratch: ninja/make rebuild what changed (a full build of
@@ -42,9 +44,14 @@ function parse(argv) {
 }
 
 /** The cmake-js command line for a distributable build of `root` into `outDir`. */
-function cmakeJsArgs({ outDir, arch, debug, backend, jobs }) {
+function cmakeJsArgs({ outDir, arch, debug, backend, jobs, target }) {
   const args = ["--directory", root, "--out", outDir, "--CDLLAMA_NAPI_CPU_VARIANTS=ON"];
   if (backend) args.push(`--CDLLAMA_NAPI_BACKEND=${backend}`);
+  if (target) {
+    const toolchain = path.join(root, "cmake", `toolchain-${target}.cmake`);
+    if (!fs.existsSync(toolchain)) throw new Error(`LLAMA_NAPI_TARGET=${target}: there is no ${path.relative(root, toolchain)}`);
+    args.push(`--CDCMAKE_TOOLCHAIN_FILE=${toolchain}`);
+  }
   if (arch) args.push("--arch", arch);
   if (debug) args.push("--debug");
   if (jobs) args.push("--parallel", String(jobs));
@@ -63,7 +70,8 @@ function main() {
   const backend = process.env.LLAMA_NAPI_BACKEND || undefined;
   const require = createRequire(path.join(root, "package.json"));
   const cmakeJs = require.resolve("cmake-js/bin/cmake-js");
-  const args = cmakeJsArgs({ outDir, arch: opts.arch, debug: opts.debug, backend, jobs: opts.jobs ?? process.env.LLAMA_NAPI_JOBS });
+  const target = process.env.LLAMA_NAPI_TARGET || undefined;
+  const args = cmakeJsArgs({ outDir, arch: opts.arch, debug: opts.debug, backend, jobs: opts.jobs ?? process.env.LLAMA_NAPI_JOBS, target });
   if (opts.command === "clean" || (opts.command === "rebuild" && process.env.LLAMA_NAPI_CLEAN === "1")) {
     fs.rmSync(outDir, { recursive: true, force: true });
     if (opts.command === "clean") return 0;
