@@ -110,17 +110,23 @@ describe("RPC backend", () => {
     const ctx = await model.createContext({ contextSize: 128, threads: 1 });
     const session = ctx.createSession();
     await session.prompt(prompt);
-    let produced = 0;
+    // The decode thread runs ahead of the consumer, so the server is killed from a logits
+    // processor, which that thread waits for: the kill lands before the 4th token, whatever
+    // the machine's load.
+    let sampled = 0;
     let killedAt = 0;
-    const run = (async () => {
-      for await (const _ of session.generate({ maxTokens: 100, temperature: 0 })) {
-        if (++produced === 3) {
-          killedAt = Date.now();
-          await b.close();
-        }
+    const logitsProcessor = () => {
+      if (++sampled === 3) {
+        killedAt = Date.now();
+        process.kill(b.pid, "SIGKILL");
       }
-    })();
-    const err = await run.catch((e: unknown) => e);
+    };
+    const err = await session
+      .generate({ maxTokens: 100, temperature: 0, logitsProcessor })
+      .collect()
+      .catch((e: unknown) => e);
+    expect(sampled).toBeGreaterThanOrEqual(3);
+    await b.close();
     expect(err).toMatchObject({ code: "ERR_RPC" });
     expect(Date.now() - killedAt).toBeLessThan(10_000);
     expect(() => session.logits()).toThrow(expect.objectContaining({ code: "ERR_RPC" }));
