@@ -3,6 +3,7 @@
 #include <cstring>
 #include <thread>
 
+#include "GraphCheck.h"
 #include "common.h"
 #include "log.h"
 
@@ -58,12 +59,27 @@ class CreateContextWorker : public Napi::AsyncWorker {
         deferred_(deferred) {}
 
   void Execute() override {
+    // What would abort the process at the first decode is refused here (native/GraphCheck.h).
+    const std::string arch = UnsupportedArchitecture(model_->model.get(), params_.embeddings);
+    if (!arch.empty()) {
+      failure_ = {"ERR_UNSUPPORTED", "Cannot create a context for " + model_->path + ": " + arch + "."};
+      return;
+    }
     LogCapture capture;
     ctx_.reset(llama_init_from_model(model_->model.get(), params_));
     if (!ctx_) {
       failure_ = {"ERR_CONTEXT_CREATE",
                   "Could not create the context (n_ctx=" + std::to_string(params_.n_ctx) +
                       "). Try a smaller contextSize or fewer sequences. llama.cpp said: " + capture.Text()};
+      return;
+    }
+    const std::string node = UncomputableNode(ctx_.get());
+    if (!node.empty()) {
+      ctx_.reset();
+      failure_ = {"ERR_UNSUPPORTED", "The model in " + model_->path + " cannot run: " + node +
+                                         ". Decoding would abort the process, so the context is refused. The file was "
+                                         "written by a faulty converter or is damaged: convert or quantize it again "
+                                         "with llama.cpp's tools."};
     }
   }
 

@@ -257,6 +257,9 @@ class Engine : public std::enable_shared_from_this<Engine> {
   std::unique_ptr<compat::Batch> batch_;
   std::atomic<Job*> soleJob_{nullptr};
   compat::ContextPtr traceCtx_;  // created by the first trace
+  // The LoRA adapters in use (RunSetLora), to go back to when new ones cannot run.
+  std::vector<llama_adapter_lora*> loraHandles_;
+  std::vector<float> loraScales_;
   TraceCapture traceCapture_;
 
   // JS thread only.

@@ -6,6 +6,7 @@
 
 #include "Engine.h"
 #include "GgufCheck.h"
+#include "GraphCheck.h"
 #include "log.h"
 
 namespace llama_napi {
@@ -95,7 +96,9 @@ Failure Engine::RunSetLora(const std::vector<std::pair<std::string, float>>& ada
       if (std::FILE* f = std::fopen(path.c_str(), "rb")) {
         std::fclose(f);
         GgufPtr header;
-        if (Failure failure = ReadGgufHeader(path, header); !failure.ok()) {
+        Failure failure = ReadGgufHeader(path, header);
+        if (failure.ok()) failure = CheckTensorTypes(header.get(), path);  // as for models (GgufCheck.h)
+        if (!failure.ok()) {
           model_->loras.erase(path);
           return failure;
         }
@@ -113,6 +116,19 @@ Failure Engine::RunSetLora(const std::vector<std::pair<std::string, float>>& ada
   if (llama_set_adapters_lora(ctx_.get(), handles.data(), handles.size(), scales.data()) != 0) {
     return {"ERR_STATE", "llama.cpp refused the LoRA adapters for this context"};
   }
+  // The graph with the adapters must be one ggml can compute (native/GraphCheck.h): a tensor type
+  // without a kernel would abort the process at the next decode. Otherwise the previous adapters
+  // come back.
+  const std::string problem = UncomputableNode(ctx_.get(), /*reserve=*/true);
+  if (!problem.empty()) {
+    llama_set_adapters_lora(ctx_.get(), loraHandles_.data(), loraHandles_.size(), loraScales_.data());
+    std::string paths;
+    for (const auto& [path, scale] : adapters) paths += (paths.empty() ? "" : ", ") + path;
+    return {"ERR_UNSUPPORTED", "The LoRA adapters (" + paths + ") cannot be applied: " + problem +
+                                   ". Decoding with them would abort the process; the context keeps its previous adapters."};
+  }
+  loraHandles_ = std::move(handles);
+  loraScales_ = std::move(scales);
   return {};
 }
 

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "Engine.h"
+#include "GraphCheck.h"
 
 namespace llama_napi {
 namespace {
@@ -67,6 +68,11 @@ Failure Engine::RunTrace(SeqState& seq, const std::vector<llama_token>& input, c
     p.cb_eval_user_data = &traceCapture_;
     traceCtx_.reset(llama_init_from_model(const_cast<llama_model*>(model), p));
     if (!traceCtx_) return {"ERR_CONTEXT_CREATE", "Could not create the capture context for trace()"};
+    // Its graph differs from the context's (flash attention off, f32 cache): checked too.
+    if (const std::string problem = UncomputableNode(traceCtx_.get()); !problem.empty()) {
+      traceCtx_.reset();
+      return {"ERR_UNSUPPORTED", "trace() cannot run this model: " + problem};
+    }
     if (pool_->get() != nullptr) llama_attach_threadpool(traceCtx_.get(), pool_->get(), poolBatch_ ? poolBatch_->get() : pool_->get());
   }
   llama_context* tctx = traceCtx_.get();

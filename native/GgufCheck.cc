@@ -12,6 +12,7 @@
 #include <string_view>
 #include <unordered_map>
 
+#include "GraphCheck.h"
 #include "log.h"
 
 namespace llama_napi {
@@ -125,6 +126,60 @@ std::string WordPieceByteToken(const gguf_context* g) {
   return "";
 }
 
+// llama-vocab.cpp llm_tokenizer_rwkv_session::tokenize: it walks the token trie from each
+// position and, when no prefix on the way is a token, goes back to the start of the text, forever
+// (the output grows without bound). A prefix of one byte always matches when every byte that
+// starts a token is itself a token, as in RWKV's own vocabularies. Found by the structure-aware
+// fuzzer (an SPM vocabulary retyped "rwkv").
+std::string RwkvTokenizerLoops(const gguf_context* g) {
+  const int64_t model = gguf_find_key(g, "tokenizer.ggml.model");
+  if (model < 0 || gguf_get_kv_type(g, model) != GGUF_TYPE_STRING || std::strcmp(gguf_get_val_str(g, model), "rwkv") != 0) {
+    return "";
+  }
+  const int64_t tokens = gguf_find_key(g, "tokenizer.ggml.tokens");
+  if (tokens < 0 || gguf_get_kv_type(g, tokens) != GGUF_TYPE_ARRAY || gguf_get_arr_type(g, tokens) != GGUF_TYPE_STRING) return "";
+  // llama_unescape_rwkv_token, exactly (a trailing backslash or a cut \\xN adds nothing).
+  auto unescape = [](std::string_view text) {
+    std::string out;
+    bool escaping = false;
+    int hexRemaining = 0;
+    uint8_t hex = 0;
+    for (const char c : text) {
+      if (hexRemaining > 0) {
+        hex = static_cast<uint8_t>((hex << 4) + ((c >= 'a') ? (c - 'a' + 10) : (c - '0')));
+        if (--hexRemaining == 0) out += static_cast<char>(hex), hex = 0;
+      } else if (escaping) {
+        if (c == 'x') hexRemaining = 2;
+        else out += c == 't' ? '\t' : c == 'n' ? '\n' : c == 'r' ? '\r' : c;
+        escaping = false;
+      } else if (c == '\\') {
+        escaping = true;
+      } else {
+        out += c;
+      }
+    }
+    return out;
+  };
+  bool single[256] = {};
+  bool starts[256] = {};
+  const size_t n = gguf_get_arr_n(g, tokens);
+  for (size_t i = 0; i < n; i++) {
+    const std::string text = unescape(gguf_get_arr_str(g, tokens, i));
+    if (text.empty()) continue;
+    starts[static_cast<uint8_t>(text[0])] = true;
+    if (text.size() == 1) single[static_cast<uint8_t>(text[0])] = true;
+  }
+  for (int b = 0; b < 256; b++) {
+    if (starts[b] && !single[b]) {
+      char hex[8];
+      std::snprintf(hex, sizeof(hex), "0x%02X", b);
+      return std::string("the RWKV vocabulary has tokens that start with byte ") + hex +
+             " but no token of that byte alone, on which llama.cpp's RWKV tokenizer loops forever";
+    }
+  }
+  return "";
+}
+
 // llama-model.cpp load_hparams: the asserts on layer and expert counts and the RoPE scaling type.
 std::string BadHyperparameters(const gguf_context* g) {
   const int64_t archId = gguf_find_key(g, "general.architecture");
@@ -162,6 +217,22 @@ std::string BadHyperparameters(const gguf_context* g) {
                         : experts == 0 && groups != 0 ? "expert groups but no experts"
                                                       : nullptr;
   if (problem != nullptr) return std::string("the expert counts describe ") + problem;
+  // Enums read from numbers: llama-graph.cpp aborts on a pooling type or an expert gating
+  // function it does not know (GGML_ABORT while it builds the graph: at createContext). Found by
+  // the structure-aware fuzzer (pooling).
+  const std::optional<double> pooling = Number(g, key("pooling_type"));
+  if (pooling && !(*pooling >= -1 && *pooling <= LLAMA_POOLING_TYPE_RANK)) {
+    return key("pooling_type") + " is " + std::to_string(static_cast<int64_t>(*pooling)) + ", not a pooling type (0 to 4)";
+  }
+  const std::optional<double> gating = Number(g, key("expert_gating_func"));
+  if (gating && !(*gating >= 0 && *gating <= 4)) {
+    return key("expert_gating_func") + " is " + std::to_string(static_cast<int64_t>(*gating)) + ", not an expert gating function (0 to 4)";
+  }
+  // ggml-cpu's NORM, RMS_NORM and GROUP_NORM assert eps >= 0 at the first decode.
+  for (const char* eps : {"attention.layer_norm_epsilon", "attention.layer_norm_rms_epsilon", "attention.group_norm_epsilon"}) {
+    const std::optional<double> value = Number(g, key(eps));
+    if (value && !(*value >= 0)) return key(eps) + " is " + std::to_string(*value) + "; a normalisation epsilon must be >= 0";
+  }
   const int64_t rope = gguf_find_key(g, key("rope.scaling.type").c_str());
   if (rope >= 0 && gguf_get_kv_type(g, rope) == GGUF_TYPE_STRING) {
     const std::string type = gguf_get_val_str(g, rope);
@@ -347,10 +418,24 @@ Failure ReadGgufHeader(const std::string& path, GgufPtr& out) {
 Failure CheckLoadable(const gguf_context* g, const std::string& path) {
   std::string problem = DuplicateToken(g);
   if (problem.empty()) problem = WordPieceByteToken(g);
+  if (problem.empty()) problem = RwkvTokenizerLoops(g);
   if (problem.empty()) problem = BadHyperparameters(g);
   if (problem.empty()) return {};
   return {"ERR_GGUF_INVALID", "The GGUF file " + path + " cannot be loaded: " + problem +
                                   ". The file is damaged or was written by a faulty tool."};
+}
+
+Failure CheckTensorTypes(const gguf_context* g, const std::string& path) {
+  for (int64_t i = 0; i < gguf_get_n_tensors(g); i++) {
+    const ggml_type type = gguf_get_tensor_type(g, i);
+    if (CpuTraits(type).vecDot) continue;
+    return {"ERR_UNSUPPORTED", "Cannot use " + path + ": tensor " + gguf_get_tensor_name(g, i) + " is stored as " +
+                                   ggml_type_name(type) + ", a type ggml's CPU backend cannot compute with (weights must be f32, "
+                                   "f16, bf16 or a quantised type with a dot product). Running it would abort the process. The "
+                                   "file was written by a faulty converter or is damaged: convert or quantize it again with "
+                                   "llama.cpp's tools."};
+  }
+  return {};
 }
 
 Napi::Object MetadataToJs(Napi::Env env, const gguf_context* g) {

@@ -25,6 +25,13 @@ Failure ReadGgufHeader(const std::string& path, GgufPtr& out);
 // type), as a failure; ok when the header is safe to hand to llama.cpp.
 Failure CheckLoadable(const gguf_context* g, const std::string& path);
 
+// The first tensor whose type ggml's CPU kernels cannot compute with in any role (integer
+// types, f64, and the q8_1/q8_K types that only ever hold a matrix product's other operand):
+// a failure ERR_UNSUPPORTED naming it, ok otherwise. llama.cpp loads such a model (or LoRA
+// adapter), then aborts the process while it builds a context (no backend can run the graph)
+// or at the first decode. Not for vocabulary-only loads, which use no tensor.
+Failure CheckTensorTypes(const gguf_context* g, const std::string& path);
+
 // The metadata as a JS object: numbers (bigint past 2^53), strings, booleans and arrays; the
 // keys that hold the whole vocabulary are left out.
 Napi::Object MetadataToJs(Napi::Env env, const gguf_context* g);

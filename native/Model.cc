@@ -10,6 +10,7 @@
 #include <string>
 
 #include "GgufCheck.h"
+#include "GraphCheck.h"
 #include "Rpc.h"
 #include "common.h"
 #include "log.h"
@@ -95,6 +96,7 @@ class LoadWorker : public Napi::AsyncProgressWorker<float> {
     // Read and check the header first: llama.cpp aborts the process on a few malformed values.
     failure_ = ReadGgufHeader(path_, header_);
     if (failure_.ok()) failure_ = CheckLoadable(header_.get(), path_);
+    if (failure_.ok() && !vocabOnly_) failure_ = CheckTensorTypes(header_.get(), path_);
     if (!failure_.ok()) return;
     LogCapture capture;
     ProgressState state{&progress, abort_.get(), -1.0f};
@@ -133,6 +135,17 @@ class LoadWorker : public Napi::AsyncProgressWorker<float> {
     if (!model_) {
       failure_ = abort_->load() ? Failure{"ERR_ABORTED", "Loading " + path_ + " was aborted"}
                                 : ClassifyLoadFailure(path_, capture.Text());
+      return;
+    }
+    // What llama.cpp accepted but would abort on later (native/GraphCheck.h).
+    if (const std::string vocab = UnusableVocabulary(model_.get()); !vocab.empty()) {
+      const bool none = llama_vocab_type(compat::Vocab(model_.get())) == LLAMA_VOCAB_TYPE_NONE;
+      model_.reset();
+      failure_ = {none ? "ERR_UNSUPPORTED" : "ERR_GGUF_INVALID", "The model in " + path_ + " cannot be used: " + vocab + "."};
+    } else if (const std::string graph = vocabOnly_ ? "" : GraphBuilderProblem(model_.get()); !graph.empty()) {
+      model_.reset();
+      failure_ = {"ERR_GGUF_INVALID", "The GGUF file " + path_ + " cannot be loaded: llama.cpp's graph for " + graph +
+                                          ". The file is damaged or was written by a faulty tool."};
     }
   }
 

@@ -16,6 +16,13 @@
  *   --merge        afterwards, minimise everything found into the committed corpus
  *   --jobs N       parallel compile jobs (default: the CPU count)
  *   --skip-build
+ *
+ * --ts N runs the TypeScript fuzzer instead (tests/fuzz/run-fuzz.ts, the addon of build/ as
+ * loadModel uses it, no clang needed): N structure-aware mutants (tests/fuzz/structure.ts) of
+ * small models, each loaded and, when it loads, run through a context, a prompt and a few
+ * generated tokens. Every mutant must work or be refused with a LlamaError; crashes and hangs
+ * are saved to tests/fuzz/new-failures/ and fail the run. With it: --ts-seed S (default 25),
+ * --mutator structure|bytes|both (default structure), --json FILE (the figures).
  */
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
@@ -40,6 +47,10 @@ const option = (name, fallback) => {
   if (i < 0) return fallback;
   return argv.splice(i, 2)[1];
 };
+const tsCount = option("--ts", undefined);
+const tsSeed = option("--ts-seed", "25");
+const tsMutator = option("--mutator", "structure");
+const tsJson = option("--json", undefined);
 const seconds = Number(option("--seconds", "30"));
 const only = option("--target", undefined);
 const merge = flag("--merge");
@@ -48,6 +59,13 @@ const jobs = Number(option("--jobs", String(os.availableParallelism())));
 if (argv.length > 0) {
   console.error(`fuzz: unknown arguments ${argv.join(" ")}`);
   process.exit(2);
+}
+if (tsCount !== undefined) {
+  // The TypeScript fuzzer through decode (tests/fuzz/run-fuzz.ts); no native fuzz build.
+  const args = ["--import", path.join(root, "tests/helpers/register-ts-cached.mjs"), path.join(root, "tests/fuzz/run-fuzz.ts"),
+    "--count", tsCount, "--seed", tsSeed, "--mutator", tsMutator, "--save", path.join(root, "tests", "fuzz", "new-failures"),
+    ...(tsJson ? ["--json", tsJson] : [])];
+  process.exit(run(process.execPath, args, { env: { ...process.env, LLAMA_NAPI_LOG_LEVEL: "none" } }));
 }
 const targets = only ? [only] : TARGETS;
 for (const t of targets) {

@@ -213,36 +213,58 @@ describe("loadModel on malformed files", () => {
     expect(fs.statSync(base).size).toBeLessThan(150_000);
   });
 
-  it("survives 1,000 seeded mutations: each loads or fails with a LlamaError; no crash, hang or leak", async () => {
+  it("survives 1,000 seeded byte-level mutations through decode: each runs or fails with a LlamaError; no crash, hang or leak", async () => {
     const report = await runLoaderFuzz({ base, seed: 20240601, count: 1000, timeoutMs: 15_000, saveFailuresTo: path.join(repoRoot, "tests", "fuzz", "new-failures") });
     console.info(
-      `loader fuzz: ${report.count} mutations in ${report.seconds.toFixed(1)} s, outcomes ${JSON.stringify(report.outcomes)}, ` +
+      `loader fuzz (bytes): ${report.count} mutations in ${report.seconds.toFixed(1)} s, outcomes ${JSON.stringify(report.outcomes)}, ` +
         `slowest ${report.slowestMs.toFixed(0)} ms, RSS ${(report.rssAfterWarmup / 2 ** 20).toFixed(0)} -> ${(report.rssMax / 2 ** 20).toFixed(0)} MiB`,
     );
     expect(report.failures).toEqual([]);
     expect(report.results.filter((r) => r !== undefined).length).toBe(1000);
-    // The mutations exercise both paths: some still load, most are refused.
-    expect(report.outcomes.loaded).toBeGreaterThan(10);
+    // The mutations exercise every path: some load and generate, most are refused.
+    expect(report.outcomes.generated).toBeGreaterThan(10);
     expect(report.outcomes.ERR_GGUF_INVALID).toBeGreaterThan(500);
-    // Memory stays bounded: after the first 50 loads the child grows by less than 64 MiB. Not
+    // Memory stays bounded: after the first 50 inputs the child grows by less than 64 MiB. Not
     // under npm run test:asan: ASan's allocator holds freed memory in quarantine (RSS grew
     // 239 MiB there), and LeakSanitizer checks the child for leaks instead.
     if (process.env.LLAMA_NAPI_SANITIZER === undefined) expect(report.rssMax - report.rssAfterWarmup).toBeLessThan(64 * 2 ** 20);
   }, 180_000);
 
-  it("refuses every file in the crash corpus (tests/fuzz/corpus) with a GgufError", async () => {
+  it("survives 1,000 structure-aware mutations through decode (tensor types, shapes, offsets; value types, lengths)", async () => {
+    const report = await runLoaderFuzz({ base, seed: 25, count: 1000, timeoutMs: 15_000, mutator: "structure", saveFailuresTo: path.join(repoRoot, "tests", "fuzz", "new-failures") });
+    console.info(`loader fuzz (structure): ${report.count} mutations in ${report.seconds.toFixed(1)} s, outcomes ${JSON.stringify(report.outcomes)}, slowest ${report.slowestMs.toFixed(0)} ms`);
+    expect(report.failures).toEqual([]);
+    expect(report.results.filter((r) => r !== undefined).length).toBe(1000);
+    // Enough of them get through the load to a decode, and to each refusal of issue 25.
+    expect(report.outcomes.generated).toBeGreaterThan(50);
+    expect(report.outcomes["loaded/ERR_UNSUPPORTED"]).toBeGreaterThan(20); // the graph check, at createContext
+    expect(report.outcomes.ERR_UNSUPPORTED).toBeGreaterThan(20); // tensor types no kernel computes with, at load
+  }, 180_000);
+
+  it("refuses every file in the crash corpus (tests/fuzz/corpus) with a LlamaError that says why", async () => {
     const dir = path.join(repoRoot, "tests", "fuzz", "corpus");
     const files = fs.readdirSync(dir).filter((f) => f.endsWith(".gguf")).map((f) => path.join(dir, f));
-    expect(files.length).toBeGreaterThanOrEqual(4);
-    // In a child process: before the fix each of these aborted the process.
+    expect(files.length).toBeGreaterThanOrEqual(15);
+    // What each find is refused with (by file name), and what the message says.
+    const expected = (f: string): [string, RegExp] =>
+      f.includes("token-embd-i32") ? ["ERR_UNSUPPORTED", /token_embd\.weight is stored as i32/]
+      : f.includes("pooling-type") ? ["ERR_GGUF_INVALID", /pooling_type is 65535, not a pooling type/]
+      : f.includes("rwkv-tokenizer-loop") ? ["ERR_GGUF_INVALID", /RWKV tokenizer loops forever/]
+      : f.includes("head-size-mismatch") ? ["ERR_GGUF_INVALID", /architecture bert needs the value head size .* to equal the key head size/]
+      : f.includes("vocab-none") ? ["ERR_UNSUPPORTED", /has no vocabulary/]
+      : f.includes("t5encoder-rel-bias-missing") ? ["ERR_GGUF_INVALID", /needs the relative position bias of the first encoder layer/]
+      : f.includes("wordpiece-without-bos") ? ["ERR_GGUF_INVALID", /adds a BOS .* token to every text .* has no such token/]
+      : ["ERR_GGUF_INVALID", /block_count|same string|general.file_type|more elements than a 64-bit count/];
+    // In a child process, through decode: before the fixes each of these aborted or hung the process.
     const report = await loadFilesInChild(files, 15_000);
     expect(report.failures).toEqual([]);
-    expect(report.results).toEqual(files.map(() => "ERR_GGUF_INVALID"));
+    expect(report.results).toEqual(files.map((f) => expected(f)[0]));
     // And in this process, with the message that says what is wrong.
     for (const f of files) {
       const err = await loadModel(f).catch((e: unknown) => e);
-      expect(err).toBeInstanceOf(GgufError);
-      expect((err as LlamaError).message).toMatch(/block_count|same string|general.file_type|more elements than a 64-bit count/);
+      expect(err).toBeInstanceOf(LlamaError);
+      if (expected(f)[0] === "ERR_GGUF_INVALID") expect(err).toBeInstanceOf(GgufError);
+      expect((err as LlamaError).message).toMatch(expected(f)[1]);
     }
   });
 });
@@ -282,7 +304,7 @@ describe("header values llama.cpp aborts on", () => {
     }
     const report = await loadFilesInChild([base, ...files], 15_000);
     expect(report.failures).toEqual([]);
-    expect(report.results).toEqual(["loaded", ...files.map(() => "ERR_GGUF_INVALID")]);
+    expect(report.results).toEqual(["generated", ...files.map(() => "ERR_GGUF_INVALID")]);
     for (const file of files) {
       await expect(quantize(file, path.join(tmp, "q.gguf"), { type: "Q8_0" })).rejects.toBeInstanceOf(GgufError);
     }

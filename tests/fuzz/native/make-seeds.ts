@@ -5,15 +5,17 @@
  */
 import fs from "node:fs";
 import path from "node:path";
+import { pathToFileURL } from "node:url";
 
 import { DEFAULT_BERT_VOCAB_PATH, writeRandomBert } from "../../../src/fixtures/bert.js";
 import { writeRandomGpt2 } from "../../../src/fixtures/gpt2.js";
 import { LLAMA_VOCAB_PATHS, writeRandomLlama } from "../../../src/fixtures/llama.js";
 import { ggufValue, readGguf, writeGguf, type GgufMetadata, type GgufValue } from "../../../src/gguf/index.js";
+import { writeTinyT5 } from "../../helpers/uncomputable.js";
 import { writeSmallGpt2Vocab } from "../small-gpt2.js";
 
 /** A vocabulary file holding the first `n` tokens of `source` (its special ids must be below n). */
-async function cutVocab(source: string, out: string, n: number): Promise<void> {
+export async function cutVocab(source: string, out: string, n: number): Promise<void> {
   const file = await readGguf(source);
   const metadata: GgufMetadata = {};
   for (const [key, value] of Object.entries(file.metadata)) {
@@ -29,9 +31,8 @@ async function cutVocab(source: string, out: string, n: number): Promise<void> {
   await writeGguf(out, { metadata, tensors: [] });
 }
 
-async function main(): Promise<void> {
-  const dir = process.argv[2];
-  if (!dir) throw new Error("usage: make-seeds.ts OUT_DIR");
+/** Writes the seed models into `dir` (also the bases of the TypeScript fuzzer, tests/fuzz/run-fuzz.ts). */
+export async function writeSeeds(dir: string): Promise<void> {
   fs.mkdirSync(dir, { recursive: true });
   const work = fs.mkdtempSync(path.join(dir, ".vocab-"));
   try {
@@ -46,14 +47,21 @@ async function main(): Promise<void> {
     await writeRandomLlama(path.join(dir, "llama-f32.gguf"), { nEmbd: 8, nHead: 2, nHeadKv: 1, nLayer: 1, nCtx: 16, nFf: 16, seed: 3, vocab: spm });
     await writeRandomLlama(path.join(dir, "llama-tied-f16.gguf"), { nEmbd: 16, nHead: 4, nHeadKv: 2, nLayer: 1, nCtx: 16, nFf: 16, seed: 4, type: "f16", tiedOutput: true, vocab: spm });
     await writeRandomBert(path.join(dir, "bert-f32.gguf"), { nEmbd: 8, nHead: 2, nLayer: 1, nCtx: 16, nFf: 16, seed: 5, vocabPath: wpm });
+    // Encoder-decoder and encoder-only T5 (a UGM vocabulary): refused, and embeddings.
+    await writeTinyT5(path.join(dir, "t5-f32.gguf"), { seed: 6 });
+    await writeTinyT5(path.join(dir, "t5encoder-f32.gguf"), { seed: 7, encoderOnly: true });
     // The header alone (no tensors) and a minimal valid file.
     await writeGguf(path.join(dir, "header-only.gguf"), { metadata: { "general.architecture": ggufValue.string("gpt2") }, tensors: [] });
   } finally {
     fs.rmSync(work, { recursive: true, force: true });
   }
+}
+
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const dir = process.argv[2];
+  if (!dir) throw new Error("usage: make-seeds.ts OUT_DIR");
+  await writeSeeds(dir);
   for (const f of fs.readdirSync(dir).filter((f) => f.endsWith(".gguf"))) {
     console.log(`${f}\t${fs.statSync(path.join(dir, f)).size} bytes`);
   }
 }
-
-await main();
