@@ -24,6 +24,8 @@ export type LlamaErrorCode =
   | "ERR_UNSUPPORTED"
   | "ERR_RPC"
   | "ERR_NATIVE_LOAD"
+  | "ERR_DOWNLOAD"
+  | "ERR_CHECKSUM"
   | "ERR_INTERNAL";
 
 /** The error every llama-napi call throws or rejects with; switch on its stable {@link LlamaError.code | code}. */
@@ -131,7 +133,7 @@ const ERROR_CODES: ReadonlySet<string> = new Set<LlamaErrorCode>([
   "ERR_INVALID_ARGUMENT", "ERR_FILE_NOT_FOUND", "ERR_FILE_UNREADABLE", "ERR_GGUF_INVALID", "ERR_MODEL_LOAD",
   "ERR_CONTEXT_CREATE", "ERR_CONTEXT_FULL", "ERR_DECODE", "ERR_DISPOSED", "ERR_ABORTED", "ERR_BUSY",
   "ERR_NO_SEQUENCE", "ERR_TOKEN_INVALID", "ERR_STATE", "ERR_GRAMMAR_INVALID", "ERR_TEMPLATE_INVALID", "ERR_QUANTIZE", "ERR_UNSUPPORTED",
-  "ERR_RPC", "ERR_NATIVE_LOAD", "ERR_INTERNAL",
+  "ERR_RPC", "ERR_NATIVE_LOAD", "ERR_DOWNLOAD", "ERR_CHECKSUM", "ERR_INTERNAL",
 ]);
 
 function isErrorCode(code: string): code is LlamaErrorCode {

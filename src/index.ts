@@ -26,6 +26,8 @@ export type {
   DetokenizeOptions,
   TokenAttributes,
 } from "./model.js";
+export { resolveModelFile, modelsDirectory } from "./model-files.js";
+export type { ResolveModelFileOptions, DownloadProgress } from "./model-files.js";
 export { Context, defaultThreads } from "./context.js";
 export type { ContextOptions, ContextStats, KvCacheType } from "./context.js";
 export { Session } from "./session.js";

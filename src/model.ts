@@ -11,6 +11,7 @@ import {
   type NativeSpecialTokens,
   type NativeTokenAttributes,
 } from "./native.js";
+import { isRemoteModelRef, resolveModelFile } from "./model-files.js";
 import { LOAD_OPTIONS, type LoadModelOptions } from "./options/load.js";
 import { readOptions } from "./options/spec.js";
 import { onRpcFailure } from "./rpc.js";
@@ -78,7 +79,9 @@ export const LARGE_METADATA_KEYS: ReadonlySet<string> = new Set([
 ]);
 
 /**
- * Loads a GGUF model. Loading runs off the event loop.
+ * Loads a GGUF model. Loading runs off the event loop. `modelPath` may also be an http(s) URL or
+ * `hf:OWNER/REPO/FILE.gguf`: the file is downloaded into the cache folder first, unless it is
+ * there already (see {@link resolveModelFile}; `llama-napi pull` shows the download's progress).
  *
  * ```ts
  * const model = await loadModel("model.gguf", { onProgress: (p) => console.log(p) });
@@ -89,7 +92,8 @@ export async function loadModel(modelPath: string, options: LoadModelOptions = {
   const { onProgress, signal, useMmap, vocabOnly, rpcServers, tensorSplit, gpuLayers } = readOptions(LOAD_OPTIONS, options, "load options", { defaults: true });
   if (tensorSplit !== undefined && rpcServers === undefined) invalidArgument("tensorSplit", "used together with rpcServers", tensorSplit);
   if (signal?.aborted) throw new AbortError("Loading was aborted before it started", { cause: signal.reason });
-  const resolved = path.resolve(modelPath);
+  // "hf:OWNER/REPO/FILE.gguf" or a URL: the cached file, downloaded first when it is not there.
+  const resolved = isRemoteModelRef(modelPath) ? await resolveModelFile(modelPath, { signal }) : path.resolve(modelPath);
   const native = new (binding().Model)();
   const onAbort = () => native.abortLoad();
   signal?.addEventListener("abort", onAbort, { once: true });

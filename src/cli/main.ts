@@ -10,6 +10,8 @@ import { serveUsage, runServe } from "./serve.js";
 import { rpcServerUsage, runRpcServer } from "./rpc-server.js";
 import { buildUsage, runBuild } from "./build.js";
 import { infoUsage, runInfo } from "./info.js";
+import { chatUsage, runChat } from "./chat.js";
+import { pullUsage, runPull } from "./pull.js";
 
 interface Command {
   usage: string;
@@ -17,6 +19,8 @@ interface Command {
 }
 
 const COMMANDS: Record<string, Command> = {
+  chat: { usage: chatUsage, run: runChat },
+  pull: { usage: pullUsage, run: runPull },
   generate: { usage: generateUsage, run: runGenerate },
   "make-gpt2": { usage: makeGpt2Usage, run: runMakeGpt2 },
   inspect: { usage: inspectUsage, run: runInspect },
