@@ -220,7 +220,10 @@ std::string BadHyperparameters(const gguf_context* g) {
   // Enums read from numbers: llama-graph.cpp aborts on a pooling type or an expert gating
   // function it does not know (GGML_ABORT while it builds the graph: at createContext). Found by
   // the structure-aware fuzzer (pooling).
-  const std::optional<double> pooling = Number(g, key("pooling_type"));
+  std::optional<double> pooling = Number(g, key("pooling_type"));
+  // llama_model_save_to_file writes LLAMA_POOLING_TYPE_UNSPECIFIED (-1) as a uint32; llama.cpp
+  // reads it back as -1, what a file without the key gives.
+  if (pooling && *pooling == 4294967295.0) pooling = -1;
   if (pooling && !(*pooling >= -1 && *pooling <= LLAMA_POOLING_TYPE_RANK)) {
     return key("pooling_type") + " is " + std::to_string(static_cast<int64_t>(*pooling)) + ", not a pooling type (0 to 4)";
   }

@@ -162,7 +162,9 @@ class LoadWorker : public Napi::AsyncProgressWorker<float> {
       model_.reset();
       deferred_.Reject(MakeError(env, "ERR_DISPOSED", "The model was disposed while it was loading").Value());
     } else {
-      wrap_->FinishLoad(std::move(model_), vocabOnly_, path_, MetadataToJs(env, header_.get()), !rpcServers_.empty());
+      // llama.cpp maps the file when use_mmap is on (its default) and the platform can.
+      const bool mapped = !vocabOnly_ && useMmap_.value_or(true) && llama_supports_mmap();
+      wrap_->FinishLoad(std::move(model_), vocabOnly_, path_, MetadataToJs(env, header_.get()), !rpcServers_.empty(), mapped);
       deferred_.Resolve(env.Undefined());
     }
   }
@@ -252,7 +254,7 @@ std::shared_ptr<ModelHandle> ModelWrap::Handle(Napi::Env env) const {
 }
 
 void ModelWrap::FinishLoad(compat::ModelPtr model, bool vocabOnly, const std::string& path, Napi::Object metadata,
-                           bool usesRpc) {
+                           bool usesRpc, bool mappedWeights) {
   loading_ = false;
   metadata_ = Napi::Persistent(metadata);
   auto handle = std::make_shared<ModelHandle>();
@@ -260,6 +262,7 @@ void ModelWrap::FinishLoad(compat::ModelPtr model, bool vocabOnly, const std::st
   handle->path = path;
   handle->tensors = std::make_unique<ModelTensors>(path);
   handle->usesRpc = usesRpc;
+  handle->mappedWeights = mappedWeights;
   if (usesRpc) TrackRpcModel(handle);
   handle->vocab = compat::Vocab(model.get());
   handle->nVocab = compat::VocabSize(model.get());

@@ -29,6 +29,8 @@ struct ModelHandle {
   // lost connection: a broken model is left allocated (a deliberate, bounded leak).
   bool usesRpc = false;
   std::atomic<bool> broken{false};
+  // The weights stay in llama.cpp's read-only mapping of the file (use_mmap): not trainable.
+  bool mappedWeights = false;
 
   ModelHandle() = default;
   ModelHandle(const ModelHandle&) = delete;
@@ -49,7 +51,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   ~ModelWrap() override { ReportExternal(0); }
 
   // Called by the load worker on the JS thread.
-  void FinishLoad(compat::ModelPtr model, bool vocabOnly, const std::string& path, Napi::Object metadata, bool usesRpc);
+  void FinishLoad(compat::ModelPtr model, bool vocabOnly, const std::string& path, Napi::Object metadata, bool usesRpc,
+                  bool mappedWeights);
   bool disposed() const { return disposed_; }
 
  private:

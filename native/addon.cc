@@ -10,6 +10,7 @@
 #include "Quantize.h"
 #include "Rpc.h"
 #include "Session.h"
+#include "Train.h"
 #include "common.h"
 #include "log.h"
 
@@ -79,6 +80,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("externalMemory", Napi::Function::New<ExternalMemory>(env, "externalMemory"));
   exports.Set("stopThreads", Napi::Function::New<StopThreads>(env, "stopThreads"));
   RegisterRpc(env, exports);
+  RegisterTrain(env, exports);
   exports.Set("quantize", Napi::Function::New<Quantize>(env, "quantize"));
   exports.Set("ChatTemplate", ChatTemplateWrap::Init(env));
   exports.Set("builtinChatTemplates", Napi::Function::New<BuiltinChatTemplates>(env, "builtinChatTemplates"));

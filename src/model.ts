@@ -253,6 +253,16 @@ export class Model {
     return this.#tensors;
   }
 
+  /**
+   * Writes the model, with whatever `train()` changed, as a GGUF file (llama.cpp's
+   * llama_model_save_to_file), off the event loop. ERR_BUSY while the model trains.
+   */
+  async save(file: string): Promise<void> {
+    this.#check();
+    if (typeof file !== "string" || file === "") invalidArgument("path", "a non-empty path", file);
+    await binding().saveModel(this.#native, path.resolve(file));
+  }
+
   /** Creates a context (KV cache and decode thread) to evaluate and generate with this model. */
   async createContext(options: ContextOptions = {}): Promise<Context> {
     this.#check();

@@ -245,6 +245,48 @@ export interface NativeChatTemplate {
   source(): string;
 }
 
+/** A training run as native/Train.cc takes it: every option filled in by src/options/train.ts. */
+export interface NativeTrainOptions {
+  contextSize: number;
+  batchSize: number;
+  epochs: number;
+  learningRate: number;
+  minLearningRate: number;
+  schedule: "constant" | "linear" | "cosine";
+  warmupSteps: number;
+  optimizer: "adamw" | "sgd";
+  weightDecay: number;
+  beta1: number;
+  beta2: number;
+  epsilon: number;
+  validationWindows: number;
+  threads: number;
+  shuffle: boolean;
+  seed: number;
+  /** Names of the tensors that train. */
+  tensors: string[];
+}
+
+/** A step or epoch event of a native training run. */
+export interface NativeTrainEvent {
+  type: "step" | "epoch";
+  epoch: number;
+  step: number;
+  steps: number;
+  loss: number;
+  accuracy: number;
+  learningRate: number;
+  tokensPerSecond: number;
+  validationLoss?: number;
+  validationAccuracy?: number;
+}
+
+/** A running training: abort() stops it before the next window. */
+export interface NativeTrainJob {
+  promise: Promise<{ steps: number; epochs: number; aborted: boolean; trainWindows: number; validationWindows: number; trainedTensors: string[] }>;
+  abort(): void;
+}
+
 export interface NativeBinding {
   Model: new () => NativeModel;
   Context: new () => NativeContext;
@@ -260,6 +302,8 @@ export interface NativeBinding {
   rpcProbe(endpoint: string, timeoutMs: number): Promise<void>;
   setRpcFailureHandler(handler: (message: string) => void): void;
   quantize(input: string, output: string, options: NativeQuantizeOptions, onProgress?: (progress: number) => void): NativeQuantizeJob;
+  train(model: NativeModel, tokens: Int32Array, options: NativeTrainOptions, onEvent: (event: NativeTrainEvent) => void): NativeTrainJob;
+  saveModel(model: NativeModel, path: string): Promise<void>;
   ChatTemplate: new (model: NativeModel | null, options: { template?: string; bosToken?: string; eosToken?: string }) => NativeChatTemplate;
   builtinChatTemplates(): string[];
 }

@@ -12,6 +12,7 @@ import { buildUsage, runBuild } from "./build.js";
 import { infoUsage, runInfo } from "./info.js";
 import { chatUsage, runChat } from "./chat.js";
 import { pullUsage, runPull } from "./pull.js";
+import { createModelUsage, runCreateModel, runTrain, trainUsage } from "./train.js";
 
 interface Command {
   usage: string;
@@ -30,6 +31,8 @@ const COMMANDS: Record<string, Command> = {
   "rpc-server": { usage: rpcServerUsage, run: runRpcServer },
   info: { usage: infoUsage, run: runInfo },
   build: { usage: buildUsage, run: runBuild },
+  train: { usage: trainUsage, run: runTrain },
+  "create-model": { usage: createModelUsage, run: runCreateModel },
 };
 
 function help(): string {

@@ -86,9 +86,11 @@ export interface LlamaForwardResult {
 export interface LlamaReference {
   hparams: LlamaHparams;
   forward(tokens: readonly number[], opts?: LlamaForwardOptions): LlamaForwardResult;
+  /** The weights forward() reads (mutable: tests/train.test.ts perturbs them for finite differences). */
+  weights: Weights;
 }
 
-interface Layer {
+export interface Layer {
   attnNorm: Float32Array;
   q: Matrix;
   k: Matrix;
@@ -100,7 +102,7 @@ interface Layer {
   down: Matrix;
 }
 
-interface Weights {
+export interface Weights {
   tokenEmbd: Matrix;
   layers: Layer[];
   outputNorm: Float32Array;
@@ -252,7 +254,7 @@ export async function loadLlamaReference(path: string, opts: LlamaReferenceOptio
     output: has("output.weight") ? await matrix("output.weight", nEmbd, nVocab) : tokenEmbd,
   };
   for (const lora of opts.loras ?? []) applyLora(weights, await readLoraAdapter(lora.path), lora.scale);
-  return { hparams: hp, forward: (tokens, o) => forward(hp, weights, tokens, o ?? {}) };
+  return { hparams: hp, weights, forward: (tokens, o) => forward(hp, weights, tokens, o ?? {}) };
 }
 
 /** Merges an adapter into the weights it names; every pair must name a matrix of the model. */
