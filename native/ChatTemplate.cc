@@ -10,9 +10,11 @@
 #include <exception>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "ChatTools.h"
 #include "Model.h"
 #include "common.h"
 #include "llama_compat.h"
@@ -37,15 +39,14 @@ namespace {
 
 constexpr size_t kMaxMessages = 1 << 20;
 
-struct Message {
-  std::string role;
-  std::string content;
-};
+// role, content, and for the Jinja engine the tool-calling fields (ReadMessageExtras).
+using Message = common_chat_msg;
 
 struct Rendered {
   std::string prompt;
   std::vector<std::string> additionalStops;
   std::string generationPrompt;
+  std::optional<ToolOutputs> tools;  // set when the render was given tool or thinking options
 };
 
 // llama.cpp's common library logs through its own logger; keep it at the addon's level
@@ -88,7 +89,7 @@ void Parse(ChatTemplateWrap::State& s) {
 }
 
 Failure RenderJinja(ChatTemplateWrap::State& s, const std::vector<Message>& messages, bool addGenerationPrompt,
-                    const std::map<std::string, std::string>& kwargs, Rendered& out) {
+                    const std::map<std::string, std::string>& kwargs, const ToolInputs& tools, Rendered& out) {
   std::lock_guard<std::mutex> lock(s.mu);
   if (!s.parsed && s.parseFailure.ok()) Parse(s);
   if (!s.parseFailure.ok()) return s.parseFailure;
@@ -96,21 +97,19 @@ Failure RenderJinja(ChatTemplateWrap::State& s, const std::vector<Message>& mess
   inputs.use_jinja = true;
   inputs.add_generation_prompt = addGenerationPrompt;
   inputs.chat_template_kwargs = kwargs;
-  inputs.messages.reserve(messages.size());
-  for (const auto& m : messages) {
-    common_chat_msg msg;
-    msg.role = m.role;
-    msg.content = m.content;
-    inputs.messages.push_back(std::move(msg));
-  }
+  inputs.messages = messages;
+  ApplyToolInputs(tools, inputs);
   try {
     common_chat_params params = common_chat_templates_apply(s.parsed.get(), inputs);
     out.prompt = std::move(params.prompt);
     out.additionalStops = std::move(params.additional_stops);
     out.generationPrompt = std::move(params.generation_prompt);
+    if (tools.any) out.tools = TakeToolOutputs(params);
     return {};
-  } catch (const std::exception&) {
-    // Retried below, whose error (the template's own) is the one reported.
+  } catch (const std::exception& e) {
+    // With tools, the format's own handling is the point: report its error. Otherwise retried
+    // below, whose error (the template's own) is the one reported.
+    if (!tools.tools.empty()) return {"ERR_TEMPLATE_INVALID", "The chat template failed to render with tools: " + What(e)};
   }
   // llama-server's path also builds an output parser from the template; when only that fails
   // (the template renders, but its format is not recognised), render the template directly.
@@ -119,6 +118,7 @@ Failure RenderJinja(ChatTemplateWrap::State& s, const std::vector<Message>& mess
     common_chat_params params = common_chat_templates_apply(s.parsed.get(), inputs);
     out.prompt = std::move(params.prompt);
     out.generationPrompt = std::move(params.generation_prompt);
+    if (tools.any) out.tools = TakeToolOutputs(params);
     return {};
   } catch (const std::exception& e) {
     return {"ERR_TEMPLATE_INVALID", "The chat template failed to render: " + What(e)};
@@ -151,7 +151,7 @@ Failure RenderBuiltin(ChatTemplateWrap::State& s, const std::vector<Message>& me
 class RenderWorker : public Napi::AsyncWorker {
  public:
   RenderWorker(Napi::Env env, std::shared_ptr<ChatTemplateWrap::State> state, std::vector<Message> messages,
-               bool addGenerationPrompt, bool jinja, std::map<std::string, std::string> kwargs,
+               bool addGenerationPrompt, bool jinja, std::map<std::string, std::string> kwargs, ToolInputs tools,
                Napi::Promise::Deferred deferred)
       : Napi::AsyncWorker(env, "llama-napi:chatTemplate"),
         state_(std::move(state)),
@@ -159,10 +159,11 @@ class RenderWorker : public Napi::AsyncWorker {
         addGenerationPrompt_(addGenerationPrompt),
         jinja_(jinja),
         kwargs_(std::move(kwargs)),
+        tools_(std::move(tools)),
         deferred_(deferred) {}
 
   void Execute() override {
-    failure_ = jinja_ ? RenderJinja(*state_, messages_, addGenerationPrompt_, kwargs_, out_)
+    failure_ = jinja_ ? RenderJinja(*state_, messages_, addGenerationPrompt_, kwargs_, tools_, out_)
                          : RenderBuiltin(*state_, messages_, addGenerationPrompt_, out_);
   }
 
@@ -177,6 +178,7 @@ class RenderWorker : public Napi::AsyncWorker {
     }
     result.Set("additionalStops", stops);
     result.Set("generationPrompt", Napi::String::New(env, out_.generationPrompt));
+    if (out_.tools) SetToolOutputs(env, result, *out_.tools);
     deferred_.Resolve(result);
   }
 
@@ -188,6 +190,7 @@ class RenderWorker : public Napi::AsyncWorker {
   bool addGenerationPrompt_;
   bool jinja_;
   std::map<std::string, std::string> kwargs_;
+  ToolInputs tools_;
   Napi::Promise::Deferred deferred_;
   Rendered out_;
   Failure failure_;
@@ -239,13 +242,19 @@ Napi::Value ChatTemplateWrap::Apply(const Napi::CallbackInfo& info) {
     auto content = fields.String("content");
     if (!role || role->empty()) Throw(env, "ERR_INVALID_ARGUMENT", name + ".role must be a non-empty string");
     if (!content) Throw(env, "ERR_INVALID_ARGUMENT", name + ".content must be a string");
-    messages.push_back({std::move(*role), std::move(*content)});
+    Message msg;
+    msg.role = std::move(*role);
+    msg.content = std::move(*content);
+    ReadMessageExtras(env, fields, name, msg);
+    messages.push_back(std::move(msg));
   }
   Options options(env, args.OptionalObject(1, "options"), "options");
   const bool addGenerationPrompt = options.Bool("addGenerationPrompt").value_or(true);
   const std::string engine = options.String("engine").value_or("jinja");
   if (engine != "jinja" && engine != "builtin") options.Fail("engine", "\"jinja\" or \"builtin\"");
   const bool jinja = engine == "jinja";
+  ToolInputs tools = ReadToolInputs(env, options);
+  if (tools.any && !jinja) Throw(env, "ERR_INVALID_ARGUMENT", "Tools and thinking options need the Jinja engine");
   std::map<std::string, std::string> kwargs;
   if (auto object = options.Object("kwargs")) {
     Napi::Array keys = object->GetPropertyNames();
@@ -259,7 +268,7 @@ Napi::Value ChatTemplateWrap::Apply(const Napi::CallbackInfo& info) {
   SyncCommonLogLevel();
   auto deferred = Napi::Promise::Deferred::New(env);
   auto* worker = new RenderWorker(env, state_, std::move(messages), addGenerationPrompt, jinja, std::move(kwargs),
-                                  deferred);
+                                  std::move(tools), deferred);
   worker->Queue();
   return deferred.Promise();
 }

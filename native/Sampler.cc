@@ -7,10 +7,17 @@
 #include <string>
 #include <vector>
 
+#include <cctype>
 #include <cstring>
+#include <exception>
 
 #include "common.h"
 #include "json-schema-to-grammar.h"
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function"
+#include <common.h>            // regex_escape (llama.cpp's common/common.h)
+#include <reasoning-budget.h>  // common_reasoning_budget_init
+#pragma GCC diagnostic pop
 #include "log.h"
 
 namespace llama_napi {
@@ -89,6 +96,98 @@ std::string SchemaToGrammar(Napi::Env env, const std::string& schema) {
   }
 }
 
+// A lazy grammar's triggers ({ type, value }[] from a chat render), as llama.cpp's common sampler
+// reads them: a word that is one special token triggers on that token, any other word on its
+// text; patterns are regular expressions over the generated text ("patternFull": the whole of it).
+struct Triggers {
+  std::vector<std::string> patterns;
+  std::vector<llama_token> tokens;
+};
+
+Triggers ReadTriggers(Napi::Env env, const Options& o, const llama_vocab* vocab) {
+  Triggers out;
+  std::optional<Napi::Value> raw = o.Raw("grammarTriggers");
+  if (!raw) return out;
+  const char* expected = "an array of { type: \"word\" | \"pattern\" | \"patternFull\" | \"token\", value }";
+  if (!raw->IsArray()) o.Fail("grammarTriggers", expected);
+  Napi::Array arr = raw->As<Napi::Array>();
+  if (arr.Length() > 1024) o.Fail("grammarTriggers", "an array of at most 1024 triggers");
+  for (uint32_t i = 0; i < arr.Length(); i++) {
+    Napi::Value item = arr.Get(i);
+    if (!item.IsObject() || item.IsArray()) o.Fail("grammarTriggers", expected);
+    Options t(env, item.As<Napi::Object>(), "sampling.grammarTriggers[" + std::to_string(i) + "]");
+    const std::string type = t.Required(t.String("type"), "type");
+    const std::string value = t.Required(t.String("value"), "value");
+    t.CheckAllRead();
+    if (type == "pattern") {
+      out.patterns.push_back(value);
+    } else if (type == "patternFull") {
+      out.patterns.push_back(value.empty() ? "^$"
+                                           : (value.front() != '^' ? "^" : "") + value + (value.back() != '$' ? "$" : ""));
+    } else if (type == "word" || type == "token") {
+      std::vector<llama_token> ids;
+      const bool one = compat::Tokenize(vocab, value, false, true, ids) == compat::TokenizeStatus::kOk && ids.size() == 1;
+      const bool special = one && (llama_vocab_get_attr(vocab, ids[0]) &
+                                   (LLAMA_TOKEN_ATTR_CONTROL | LLAMA_TOKEN_ATTR_USER_DEFINED)) != 0;
+      if (special) {
+        out.tokens.push_back(ids[0]);
+      } else if (type == "token") {
+        Throw(env, "ERR_TOKEN_INVALID", "The grammar trigger token \"" + value + "\" is not a special token of this model");
+      } else {
+        out.patterns.push_back(regex_escape(value));
+      }
+    } else {
+      t.Fail("type", "\"word\", \"pattern\", \"patternFull\" or \"token\"");
+    }
+  }
+  return out;
+}
+
+std::vector<llama_token> TokensOf(Napi::Env env, const llama_vocab* vocab, const std::string& text) {
+  std::vector<llama_token> ids;
+  if (compat::Tokenize(vocab, text, false, true, ids) != compat::TokenizeStatus::kOk) {
+    Throw(env, "ERR_INVALID_ARGUMENT", "sampling.reasoningBudget holds a text that cannot be tokenized");
+  }
+  return ids;
+}
+
+// llama.cpp's reasoning-budget sampler (common/reasoning-budget), advanced past the prompt's
+// `prefill` (a generation prompt that opens the thinking block); nullptr when there is no budget.
+llama_sampler* ReadReasoningBudget(Napi::Env env, const Options& o, const llama_vocab* vocab) {
+  std::optional<Napi::Object> raw = o.Object("reasoningBudget");
+  if (!raw) return nullptr;
+  Options b(env, *raw, "sampling.reasoningBudget");
+  const int64_t tokens = b.Required(b.Int("tokens", -1, 1 << 24), "tokens");
+  const std::string start = b.Required(b.String("start"), "start");
+  const std::vector<std::string> end = b.Required(b.StringArray("end", 16), "end");
+  const std::string message = b.Required(b.String("message"), "message");
+  const std::string prefill = b.Required(b.String("prefill"), "prefill");
+  b.CheckAllRead();
+  if (tokens < 0) return nullptr;
+  if (start.empty() || end.empty() || end[0].empty()) {
+    Throw(env, "ERR_INVALID_ARGUMENT", "sampling.reasoningBudget needs the start and end texts of the thinking block");
+  }
+  std::vector<llama_tokens> ends;
+  for (const auto& e : end) ends.push_back(TokensOf(env, vocab, e));
+  const llama_tokens forced = TokensOf(env, vocab, message + end[0]);
+  // A prefill that ends with the start tag (a generation prompt that opens the block) starts the
+  // count at once: its tokens need not tokenize the tag as the tag alone does (text-level tags).
+  std::string trimmed = prefill;
+  while (!trimmed.empty() && std::isspace(static_cast<unsigned char>(trimmed.back()))) trimmed.pop_back();
+  const bool open = trimmed.size() >= start.size() && trimmed.compare(trimmed.size() - start.size(), start.size(), start) == 0;
+  const llama_tokens prefillTokens = open ? llama_tokens{} : TokensOf(env, vocab, prefill);
+  llama_sampler* s = nullptr;
+  try {
+    s = common_reasoning_budget_init(vocab, {TokensOf(env, vocab, start)}, ends, forced, static_cast<int32_t>(tokens),
+                                     open ? REASONING_BUDGET_COUNTING : REASONING_BUDGET_IDLE);
+    for (llama_token t : prefillTokens) llama_sampler_accept(s, t);
+  } catch (const std::exception& e) {
+    if (s != nullptr) llama_sampler_free(s);
+    Throw(env, "ERR_INVALID_ARGUMENT", std::string("llama.cpp's reasoning budget sampler refused its settings: ") + e.what());
+  }
+  return s;
+}
+
 bool IsGreedyOnly(llama_sampler* chain) {
   if (llama_sampler_chain_n(chain) != 1) return false;
   const char* name = llama_sampler_name(llama_sampler_chain_get(chain, 0));
@@ -140,6 +239,10 @@ Sampling BuildSampler(Napi::Env env, const llama_model* model, Napi::Object conf
   std::optional<std::string> grammar = o.String("grammar");
   const std::optional<std::string> schema = o.String("jsonSchema");
   const std::string root = o.Required(o.String("grammarRoot"), "grammarRoot");
+  const bool lazy = o.Bool("grammarLazy").value_or(false);
+  const Triggers triggers = ReadTriggers(env, o, vocab);
+  const std::string prefill = o.String("grammarPrefill").value_or("");
+  compat::SamplerPtr budget(ReadReasoningBudget(env, o, vocab));
   o.CheckAllRead();
 
   llama_sampler_chain_params cp = llama_sampler_chain_default_params();
@@ -147,6 +250,8 @@ Sampling BuildSampler(Napi::Env env, const llama_model* model, Napi::Object conf
   Sampling out;
   out.chain.reset(llama_sampler_chain_init(cp));
   llama_sampler* chain = out.chain.get();
+  // First in the chain, so that when it forces the closing tag every other token is out.
+  if (budget) llama_sampler_chain_add(chain, budget.release());
 
   if (schema) {
     if (grammar) Throw(env, "ERR_INVALID_ARGUMENT", "Pass either grammar or jsonSchema, not both");
@@ -154,10 +259,48 @@ Sampling BuildSampler(Napi::Env env, const llama_model* model, Napi::Object conf
   }
   if (grammar) {
     LogCapture capture;
-    out.grammar.reset(llama_sampler_init_grammar(vocab, grammar->c_str(), root.c_str()));
+    if (lazy) {
+      if (triggers.patterns.empty() && triggers.tokens.empty()) {
+        Throw(env, "ERR_INVALID_ARGUMENT", "sampling.grammarLazy needs at least one of sampling.grammarTriggers");
+      }
+      std::vector<const char*> patterns;
+      for (const auto& p : triggers.patterns) patterns.push_back(p.c_str());
+      try {
+        out.grammar.reset(llama_sampler_init_grammar_lazy_patterns(vocab, grammar->c_str(), root.c_str(), patterns.data(),
+                                                                   patterns.size(), triggers.tokens.data(),
+                                                                   triggers.tokens.size()));
+      } catch (const std::exception& e) {  // std::regex rejects a trigger pattern
+        Throw(env, "ERR_GRAMMAR_INVALID", std::string("A grammar trigger pattern is not a valid regular expression: ") + e.what());
+      }
+    } else {
+      out.grammar.reset(llama_sampler_init_grammar(vocab, grammar->c_str(), root.c_str()));
+    }
     if (!out.grammar) {
       Throw(env, "ERR_GRAMMAR_INVALID", "The grammar does not parse: " + capture.Text());
     }
+    // A chat format's grammar starts at the assistant's generation prompt, which the template
+    // already put in the prompt: the grammar is advanced past it (as llama.cpp's common sampler
+    // does for tool-call grammars that are not lazy).
+    if (!lazy && !prefill.empty()) {
+      std::vector<llama_token> ids;
+      if (compat::Tokenize(vocab, prefill, false, true, ids) != compat::TokenizeStatus::kOk) {
+        Throw(env, "ERR_INVALID_ARGUMENT", "sampling.grammarPrefill cannot be tokenized");
+      }
+      try {
+        for (size_t i = 0; i < ids.size(); i++) {
+          const std::string piece = compat::TokenPiece(vocab, ids[i], true);
+          if (i == 0 && !piece.empty() && std::isspace(static_cast<unsigned char>(piece[0])) &&
+              !std::isspace(static_cast<unsigned char>(prefill[0]))) {
+            continue;  // a space some tokenizers put before a first special token
+          }
+          llama_sampler_accept(out.grammar.get(), ids[i]);
+        }
+      } catch (const std::exception& e) {
+        Throw(env, "ERR_GRAMMAR_INVALID", std::string("The grammar does not accept its generation prompt: ") + e.what());
+      }
+    }
+  } else if (lazy || !triggers.patterns.empty() || !triggers.tokens.empty()) {
+    Throw(env, "ERR_INVALID_ARGUMENT", "sampling.grammarLazy and sampling.grammarTriggers need a grammar");
   }
   if (!bias.empty()) {
     llama_sampler_chain_add(chain, llama_sampler_init_logit_bias(nVocab, static_cast<int32_t>(bias.size()), bias.data()));

@@ -169,6 +169,7 @@ void SessionWrap::Generate(const Napi::CallbackInfo& info) {
   }
   std::optional<Napi::Value> processor = o.Raw("logitsProcessor");
   if (processor && !processor->IsFunction()) o.Fail("logitsProcessor", "a function");
+  const std::vector<std::string> preserved = o.StringArray("preservedTokens", 1024).value_or(std::vector<std::string>{});
   o.CheckAllRead();
   const llama_model* model = engine_->model()->model.get();
   auto job = std::make_shared<GenJob>(engine_->model()->vocab, std::move(stops));
@@ -177,6 +178,16 @@ void SessionWrap::Generate(const Napi::CallbackInfo& info) {
   job->logprobs = static_cast<int32_t>(logprobs);
   job->shiftKeep = static_cast<int32_t>(shiftKeep);
   job->seq = seq_;
+  // A preserved token is a text that is one special token of this vocabulary (others are ignored,
+  // as llama.cpp's server ignores them).
+  std::vector<llama_token> preservedIds;
+  for (const auto& text : preserved) {
+    std::vector<llama_token> ids;
+    if (compat::Tokenize(engine_->model()->vocab, text, false, true, ids) == compat::TokenizeStatus::kOk && ids.size() == 1) {
+      preservedIds.push_back(ids[0]);
+    }
+  }
+  job->text.SetPreserved(std::move(preservedIds));
 
   SeqState& seq = *seq_;
   if (seq.tokens.size() >= engine_->capacity()) {

@@ -23,9 +23,16 @@ size_t TextStream::CompleteUtf8Prefix(const std::string& bytes) {
   return n;
 }
 
+bool TextStream::IsPreserved(llama_token token) const {
+  for (llama_token t : preserved_) {
+    if (t == token) return true;
+  }
+  return false;
+}
+
 std::string TextStream::Push(llama_token token) {
   if (stopped_) return "";
-  pendingBytes_ += compat::TokenPiece(vocab_, token, false);
+  pendingBytes_ += compat::TokenPiece(vocab_, token, IsPreserved(token));
   const size_t complete = CompleteUtf8Prefix(pendingBytes_);
   held_.append(pendingBytes_, 0, complete);
   pendingBytes_.erase(0, complete);

@@ -23,6 +23,10 @@ class TextStream {
   // The bytes of an incomplete UTF-8 character held back so far.
   const std::string& PendingBytes() const { return pendingBytes_; }
 
+  // Special tokens whose text is written out (by default a control token writes nothing).
+  void SetPreserved(std::vector<llama_token> tokens) { preserved_ = std::move(tokens); }
+  bool IsPreserved(llama_token token) const;
+
   // Length of the complete-UTF-8 prefix of `bytes` (an incomplete trailing sequence is excluded).
   static size_t CompleteUtf8Prefix(const std::string& bytes);
 
@@ -31,6 +35,7 @@ class TextStream {
 
   const llama_vocab* vocab_;
   std::vector<std::string> stops_;
+  std::vector<llama_token> preserved_;
   std::string pendingBytes_;  // bytes of an incomplete UTF-8 character
   std::string held_;          // complete text held for stop-string matching
   bool stopped_ = false;

@@ -5,6 +5,7 @@
 
 #include "Backends.h"
 #include "ChatTemplate.h"
+#include "ChatTools.h"
 #include "Context.h"
 #include "Model.h"
 #include "Quantize.h"
@@ -84,6 +85,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("quantize", Napi::Function::New<Quantize>(env, "quantize"));
   exports.Set("ChatTemplate", ChatTemplateWrap::Init(env));
   exports.Set("builtinChatTemplates", Napi::Function::New<BuiltinChatTemplates>(env, "builtinChatTemplates"));
+  exports.Set("ChatParser", ChatParserWrap::Init(env));
   return exports;
 }
 

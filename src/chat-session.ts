@@ -10,7 +10,9 @@
  * const answer = await chat.send("And then?").text();
  * ```
  */
-import { ChatTemplate, checkChatOptions, type ChatMessage, type ChatTemplateOptions, type RenderedChat } from "./chat.js";
+import { ChatTemplate, checkChatOptions, type ChatMessage, type ChatTemplateOptions, type RenderChatOptions, type RenderedChat } from "./chat.js";
+import { ChatToolReply } from "./chat-tool-reply.js";
+import { TOOL_FIELD_KEYS, grammarOptions, toolPlan, type ChatToolFields, type ToolRoundStart } from "./chat-tools.js";
 import type { Context } from "./context.js";
 import { AbortError, ContextFullError, LlamaError, invalidArgument } from "./errors.js";
 import type { FinishReason, GeneratedToken, Generation } from "./generation.js";
@@ -55,6 +57,14 @@ const KNOWN_KEYS: readonly string[] = Object.keys(SESSION_KEYS);
 
 /** Generation options of a turn (context shifts are not offered: old turns are dropped instead). */
 export type ChatSendOptions = Omit<GenerateOptions, "contextShift">;
+
+/**
+ * Generation options of a turn with tools or reasoning (see src/chat-tools.ts): the reply is a
+ * {@link ChatToolReply} of pieces. The tool grammar replaces `grammar` / `jsonSchema`.
+ */
+export type ChatToolSendOptions = Omit<ChatSendOptions, "grammar" | "jsonSchema" | "grammarLazy" | "grammarTriggers" | "grammarPrefill"> &
+  ChatToolFields &
+  ({ tools: NonNullable<ChatToolFields["tools"]> } | { reasoning: NonNullable<ChatToolFields["reasoning"]> });
 
 /** Old turns were dropped so that the conversation fits: what went and what it cost. */
 export interface ChatTrimEvent {
@@ -218,7 +228,7 @@ export class ChatSession {
     this.#systemPrompt = systemPrompt;
     this.#reserve = reserveTokens;
     this.#onTrim = onTrim;
-    this.#history = messages.map((m) => ({ role: m.role, content: m.content }));
+    this.#history = messages.map((m) => ({ ...m }));
   }
 
   /** The conversation so far, system prompt first. */
@@ -241,8 +251,59 @@ export class ChatSession {
    * and evaluated (only what the cache does not hold yet); when it does not fit with room for the
    * reply, the oldest turns are dropped (the system prompt stays) and `onTrim` says what it cost.
    */
-  send(message: string, options: ChatSendOptions = {}): ChatReply {
+  /**
+   * With `tools` or `reasoning` (src/chat-tools.ts): the reply streams pieces (`{ text }`,
+   * `{ reasoning }`, `{ toolCall }`), is parsed with the template's own chat format, and runs the
+   * tool loop when the tools have handlers.
+   */
+  send(message: string, options: ChatToolSendOptions): ChatToolReply;
+  send(message: string, options?: ChatSendOptions): ChatReply;
+  send(message: string, options: ChatSendOptions | ChatToolSendOptions = {}): ChatReply | ChatToolReply {
+    if (options !== null && typeof options === "object" && TOOL_FIELD_KEYS.some((k) => k in options)) {
+      return this.#sendWithTools(message, options as ChatToolSendOptions);
+    }
+    return this.#sendPlain(message, options as ChatSendOptions);
+  }
+
+  /**
+   * Adds messages to the history without generating: tool results (`{ role: "tool", toolCallId,
+   * content }`) for calls a reply ended on, before the next send.
+   */
+  addMessages(...messages: ChatMessage[]): void {
+    if (this.#busy) throw new LlamaError("ERR_BUSY", "A reply is still running: consume or abort it before adding messages");
+    for (const [i, m] of messages.entries()) checkMessage(m, `messages[${i}]`);
+    this.#history = [...this.#history, ...messages.map((m) => ({ ...m }))];
+  }
+
+  #sendWithTools(message: string, options: ChatToolSendOptions): ChatToolReply {
     if (typeof message !== "string") invalidArgument("message", "a string", message);
+    const { tools, toolChoice, parallelToolCalls, maxToolRounds, reasoning, ...generate } = options as ChatToolFields & ChatSendOptions;
+    for (const key of ["grammar", "jsonSchema", "grammarLazy", "grammarTriggers", "grammarPrefill"] as const) {
+      if (generate[key] !== undefined) invalidArgument(key, "unset with tools (the tool grammar applies)", generate[key]);
+    }
+    const plan = toolPlan({
+      ...(tools === undefined ? {} : { tools }),
+      ...(toolChoice === undefined ? {} : { toolChoice }),
+      ...(parallelToolCalls === undefined ? {} : { parallelToolCalls }),
+      ...(maxToolRounds === undefined ? {} : { maxToolRounds }),
+      ...(reasoning === undefined ? {} : { reasoning }),
+    });
+    const { stopper, settle } = this.#begin(generate);
+    const driver = {
+      start: async (messages: ChatMessage[], render: RenderChatOptions): Promise<ToolRoundStart> => {
+        const s = await this.#start(messages, generate, stopper.signal, render, (r) => grammarOptions(r.format, plan.toolChoice, plan.reasoning));
+        return s;
+      },
+      commit: (history: ChatMessage[]) => {
+        this.#history = history;
+      },
+      settle,
+    };
+    return new ChatToolReply({ role: "user", content: message }, plan, driver, stopper);
+  }
+
+  /** Checks the generation options of a send, marks the chat busy, and wires the signal to a stopper. */
+  #begin(options: ChatSendOptions): { stopper: AbortController; settle: () => void } {
     if (options === null || typeof options !== "object") invalidArgument("options", "an object", options);
     if ("contextShift" in options) invalidArgument("contextShift", "unset (a chat drops old turns instead)", (options as GenerateOptions).contextShift);
     if (this.#busy) throw new LlamaError("ERR_BUSY", "The previous reply is still running: consume or abort it before sending another message");
@@ -260,7 +321,13 @@ export class ChatSession {
       this.#busy = false;
       signal?.removeEventListener("abort", forward);
     };
-    const started = this.#start({ role: "user", content: message }, options, stopper.signal);
+    return { stopper, settle };
+  }
+
+  #sendPlain(message: string, options: ChatSendOptions): ChatReply {
+    if (typeof message !== "string") invalidArgument("message", "a string", message);
+    const { stopper, settle } = this.#begin(options);
+    const started = this.#start([{ role: "user", content: message }], options, stopper.signal);
     started.catch(settle);
     const reply = new ChatReply(
       started,
@@ -289,16 +356,22 @@ export class ChatSession {
     return this.#systemPrompt === undefined ? [] : [{ role: "system", content: this.#systemPrompt }];
   }
 
-  async #start(user: ChatMessage, options: ChatSendOptions, stopper: AbortSignal): Promise<Started> {
+  async #start(
+    added: ChatMessage[],
+    options: ChatSendOptions,
+    stopper: AbortSignal,
+    render: RenderChatOptions = {},
+    sampling: (rendered: RenderedChat) => Partial<GenerateOptions> = () => ({}),
+  ): Promise<Started & { rendered: RenderedChat }> {
     const { maxTokens, stop, signal, ...rest } = options;
     const capacity = this.session.capacity;
     const reserve = Math.max(1, maxTokens ?? this.#reserve ?? Math.floor(capacity / 4));
-    let history = [...this.#history, user];
+    let history = [...this.#history, ...added];
     const dropped: ChatMessage[] = [];
     let rendered: RenderedChat;
     let tokens: Int32Array;
     for (;;) {
-      rendered = await this.template.render([...this.#system(), ...history], { addGenerationPrompt: true });
+      rendered = await this.template.render([...this.#system(), ...history], { ...render, addGenerationPrompt: true });
       tokens = this.context.model.tokenize(rendered.text, { addSpecial: true, parseSpecial: true });
       if (tokens.length + reserve <= capacity) break;
       const next = nextTurnStart(history);
@@ -325,11 +398,12 @@ export class ChatSession {
     const stops = [...(stop === undefined ? [] : typeof stop === "string" ? [stop] : stop), ...rendered.stops, ...(endOfTurn ? [endOfTurn] : [])];
     const generation = this.session.generate({
       ...rest,
+      ...sampling(rendered),
       maxTokens: Math.min(maxTokens ?? capacity, capacity - tokens.length),
       ...(stops.length > 0 ? { stop: stops } : {}),
       signal: stopper,
     });
-    return { generation, prompt, droppedTurns, history };
+    return { generation, prompt, droppedTurns, history, rendered };
   }
 }
 
@@ -345,4 +419,8 @@ function checkMessage(m: ChatMessage, name: string): void {
   if (m === null || typeof m !== "object" || typeof m.role !== "string" || m.role === "" || typeof m.content !== "string") {
     invalidArgument(name, "a { role, content } message with string fields", m);
   }
+  for (const key of ["reasoning", "toolCallId", "toolName"] as const) {
+    if (m[key] !== undefined && typeof m[key] !== "string") invalidArgument(`${name}.${key}`, "a string", m[key]);
+  }
+  if (m.toolCalls !== undefined && !Array.isArray(m.toolCalls)) invalidArgument(`${name}.toolCalls`, "an array of { id, name, arguments }", m.toolCalls);
 }

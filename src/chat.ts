@@ -16,7 +16,7 @@
  */
 import { DisposedError, LlamaError, invalidArgument } from "./errors.js";
 import type { Model } from "./model.js";
-import { binding, type NativeChatTemplate } from "./native.js";
+import { binding, type NativeChatMessage, type NativeChatTemplate, type NativeToolRenderOptions, type NativeToolRenderOutputs } from "./native.js";
 import { rejectUnknownKeys } from "./options/suggest.js";
 
 /** The roles every template knows; templates may accept others (e.g. "tool_response"). */
@@ -28,10 +28,47 @@ export interface ChatMessage {
   role: ChatRole | (string & {});
   /** What they say. */
   content: string;
+  /** An assistant message's reasoning (thinking) text, kept apart from its content. */
+  reasoning?: string;
+  /** The tool calls an assistant message made. */
+  toolCalls?: readonly ChatMessageToolCall[];
+  /** A tool message: the id of the call it answers. */
+  toolCallId?: string;
+  /** A tool message: the name of the tool that answered (templates that show it). */
+  toolName?: string;
 }
+
+/** A tool call as a message of the history holds it. */
+export interface ChatMessageToolCall {
+  /** The call's id, which the tool message answering it names as `toolCallId`. */
+  id: string;
+  /** The tool's name. */
+  name: string;
+  /** The arguments, as JSON text. */
+  arguments: string;
+}
+
+/** A tool the model may call, as a template renders it. */
+export interface ChatToolDefinition {
+  /** The function's name. */
+  name: string;
+  /** What it does, for the model. */
+  description?: string;
+  /** A JSON Schema of its arguments (an object schema); default: no arguments. */
+  parameters?: JsonSchema;
+}
+
+/** Which tool calls the model may make: any or none ("auto"), none, at least one ("required"). */
+export type ChatToolChoiceMode = "auto" | "none" | "required";
 
 /** A JSON value, as a Jinja template variable. */
 export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
+
+/** A JSON value that may be read-only (a schema written `as const`). */
+export type ReadonlyJsonValue = string | number | boolean | null | readonly ReadonlyJsonValue[] | { readonly [key: string]: ReadonlyJsonValue };
+
+/** A JSON Schema, as tools take their arguments' schema. */
+export type JsonSchema = { readonly [key: string]: ReadonlyJsonValue };
 
 /**
  * Which of llama.cpp's engines renders: "jinja" (its Jinja engine, common_chat_templates_apply)
@@ -69,6 +106,19 @@ export interface RenderChatOptions {
    * `{ enable_thinking: false }`; refused with the "builtin" engine.
    */
   variables?: Readonly<Record<string, JsonValue>>;
+  /** Tools the model may call, rendered by the template (Jinja engine); see {@link ChatToolDefinition}. */
+  tools?: readonly ChatToolDefinition[];
+  /** Which calls the model may make (default "auto"). */
+  toolChoice?: ChatToolChoiceMode;
+  /** Whether the model may make several calls in one reply (default false). */
+  parallelToolCalls?: boolean;
+  /** The template's enable-thinking switch, for templates that have one (default: the template's). */
+  enableThinking?: boolean;
+  /**
+   * "auto": the reasoning of thinking models is split from the content by the output parser
+   * ({@link RenderedChat.format}); "none": it stays in the content (default).
+   */
+  reasoningFormat?: "auto" | "none";
 }
 
 /** The part of {@link RenderChatOptions} fixed when a {@link ChatTemplate} is made. */
@@ -82,6 +132,11 @@ const OPTION_PARTS: { readonly [K in keyof RenderChatOptions]-?: K extends keyof
   eosToken: "template",
   addGenerationPrompt: "render",
   variables: "render",
+  tools: "render",
+  toolChoice: "render",
+  parallelToolCalls: "render",
+  enableThinking: "render",
+  reasoningFormat: "render",
 };
 const ALL_KEYS: readonly string[] = Object.keys(OPTION_PARTS);
 /** The keys of {@link ChatTemplateOptions}. @internal ChatSession passes these on. */
@@ -111,6 +166,20 @@ export interface RenderedChat {
   stops: string[];
   /** The text that starts the assistant's turn (Jinja engine; "" otherwise). */
   generationPrompt: string;
+  /**
+   * The output format llama.cpp's common/chat chose for this template with these options (only
+   * when the render was given tool or thinking options): the grammar that constrains tool calls
+   * (lazy: it applies from the first trigger on), and the parser that splits the output.
+   */
+  format?: ChatOutputFormat;
+}
+
+/** How a template's replies are written and parsed (llama.cpp's common_chat_params). */
+export interface ChatOutputFormat extends NativeToolRenderOutputs {
+  /** The generation prompt the parser and the grammar start from. */
+  generationPrompt: string;
+  /** The reasoning format the parser was built for. */
+  reasoningFormat: "auto" | "none";
 }
 
 let builtins: ReadonlySet<string> | undefined;
@@ -221,6 +290,10 @@ export class ChatTemplate {
     }
     checkChatOptions("ChatTemplate.render options", options, RENDER_KEYS);
     const { addGenerationPrompt = true, variables } = options;
+    const tools = toolRenderOptions(options);
+    if (tools !== undefined && this.engine === "builtin") {
+      throw new LlamaError("ERR_INVALID_ARGUMENT", "Tools and thinking options need the Jinja engine; this template renders with llama.cpp's built-in templates");
+    }
     if (typeof addGenerationPrompt !== "boolean") invalidArgument("addGenerationPrompt", "a boolean", addGenerationPrompt);
     let kwargs: Record<string, string> | undefined;
     if (variables !== undefined) {
@@ -231,12 +304,30 @@ export class ChatTemplate {
       kwargs = {};
       for (const [key, value] of Object.entries(variables)) kwargs[key] = JSON.stringify(value);
     }
-    const r = await this.#native.apply(messages, {
+    const r = await this.#native.apply(messages.map((m, i) => nativeMessage(m, i)), {
       addGenerationPrompt,
       engine: this.engine,
       ...(kwargs ? { kwargs } : {}),
+      ...tools,
     });
-    return { text: r.prompt, engine: this.engine, stops: r.additionalStops, generationPrompt: r.generationPrompt };
+    const rendered: RenderedChat = { text: r.prompt, engine: this.engine, stops: r.additionalStops, generationPrompt: r.generationPrompt };
+    if (tools !== undefined && r.format !== undefined) {
+      rendered.format = {
+        format: r.format,
+        formatId: r.formatId ?? 0,
+        grammar: r.grammar ?? "",
+        grammarLazy: r.grammarLazy ?? false,
+        grammarTriggers: r.grammarTriggers ?? [],
+        preservedTokens: r.preservedTokens ?? [],
+        parser: r.parser ?? "",
+        supportsThinking: r.supportsThinking ?? false,
+        thinkingStartTag: r.thinkingStartTag ?? "",
+        thinkingEndTags: r.thinkingEndTags ?? [],
+        generationPrompt: r.generationPrompt,
+        reasoningFormat: tools.reasoningFormat ?? "none",
+      };
+    }
+    return rendered;
   }
 }
 
@@ -271,7 +362,7 @@ export async function renderChat(
   options: RenderChatOptions = {},
 ): Promise<string> {
   checkChatOptions("renderChat options", options, ALL_KEYS);
-  const { addGenerationPrompt, variables, ...templateOptions } = options;
+  const { addGenerationPrompt, variables, tools, toolChoice, parallelToolCalls, enableThinking, reasoningFormat, ...templateOptions } = options;
   const key = JSON.stringify([templateOptions.template, templateOptions.engine, templateOptions.bosToken, templateOptions.eosToken]);
   let template: ChatTemplate;
   if (typeof modelOrTemplate === "string") {
@@ -283,5 +374,71 @@ export async function renderChat(
     if (!cache) byModel.set(modelOrTemplate, (cache = new Map()));
     template = cached(cache, key, () => new ChatTemplate(modelOrTemplate, templateOptions));
   }
-  return (await template.render(messages, { addGenerationPrompt, variables })).text;
+  const toolOptions = Object.fromEntries(
+    Object.entries({ tools, toolChoice, parallelToolCalls, enableThinking, reasoningFormat }).filter(([, v]) => v !== undefined),
+  ) as Pick<RenderChatOptions, "tools" | "toolChoice" | "parallelToolCalls" | "enableThinking" | "reasoningFormat">;
+  return (await template.render(messages, { addGenerationPrompt, variables, ...toolOptions })).text;
+}
+
+/** The native form of a message: the fields it reads, checked. */
+function nativeMessage(m: ChatMessage, i: number): NativeChatMessage {
+  const name = `messages[${i}]`;
+  if (m === null || typeof m !== "object") invalidArgument(name, "a { role, content } message", m);
+  const out: NativeChatMessage = { role: m.role, content: m.content };
+  for (const key of ["reasoning", "toolCallId", "toolName"] as const) {
+    const value = m[key];
+    if (value === undefined) continue;
+    if (typeof value !== "string") invalidArgument(`${name}.${key}`, "a string", value);
+    out[key] = value;
+  }
+  if (m.toolCalls !== undefined) {
+    if (!Array.isArray(m.toolCalls)) invalidArgument(`${name}.toolCalls`, "an array of { id, name, arguments }", m.toolCalls);
+    out.toolCalls = m.toolCalls.map((c: ChatMessageToolCall, j: number) => {
+      if (c === null || typeof c !== "object" || typeof c.name !== "string" || typeof c.id !== "string" || typeof c.arguments !== "string") {
+        invalidArgument(`${name}.toolCalls[${j}]`, "a { id, name, arguments } call with string fields", c);
+      }
+      return { id: c.id, name: c.name, arguments: c.arguments };
+    });
+  }
+  return out;
+}
+
+/** The tool and thinking options of a render, checked; undefined when none was given. */
+function toolRenderOptions(options: RenderChatOptions): NativeToolRenderOptions | undefined {
+  const { tools, toolChoice, parallelToolCalls, enableThinking, reasoningFormat } = options;
+  if (tools === undefined && toolChoice === undefined && parallelToolCalls === undefined && enableThinking === undefined && reasoningFormat === undefined) {
+    return undefined;
+  }
+  const out: NativeToolRenderOptions = {};
+  if (tools !== undefined) {
+    if (!Array.isArray(tools)) invalidArgument("tools", "an array of { name, description?, parameters? }", tools);
+    const seen = new Set<string>();
+    out.tools = tools.map((t: ChatToolDefinition, i: number) => {
+      if (t === null || typeof t !== "object" || typeof t.name !== "string" || !/^[A-Za-z0-9_.-]{1,128}$/.test(t.name)) {
+        invalidArgument(`tools[${i}].name`, "a name of 1 to 128 letters, digits, _, . or -", t?.name);
+      }
+      if (seen.has(t.name)) invalidArgument(`tools[${i}].name`, "a name no other tool has", t.name);
+      seen.add(t.name);
+      if (t.description !== undefined && typeof t.description !== "string") invalidArgument(`tools[${i}].description`, "a string", t.description);
+      const parameters = t.parameters ?? { type: "object", properties: {} };
+      if (parameters === null || typeof parameters !== "object" || Array.isArray(parameters)) {
+        invalidArgument(`tools[${i}].parameters`, "a JSON Schema object", parameters);
+      }
+      return { name: t.name, description: t.description ?? "", parameters: JSON.stringify(parameters) };
+    });
+  }
+  if (toolChoice !== undefined) {
+    if (toolChoice !== "auto" && toolChoice !== "none" && toolChoice !== "required") invalidArgument("toolChoice", '"auto", "none" or "required"', toolChoice);
+    out.toolChoice = toolChoice;
+  }
+  for (const [key, value] of [["parallelToolCalls", parallelToolCalls], ["enableThinking", enableThinking]] as const) {
+    if (value === undefined) continue;
+    if (typeof value !== "boolean") invalidArgument(key, "a boolean", value);
+    out[key] = value;
+  }
+  if (reasoningFormat !== undefined) {
+    if (reasoningFormat !== "auto" && reasoningFormat !== "none") invalidArgument("reasoningFormat", '"auto" or "none"', reasoningFormat);
+    out.reasoningFormat = reasoningFormat;
+  }
+  return out;
 }

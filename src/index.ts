@@ -39,6 +39,25 @@ export { ChatTemplate, renderChat, builtinChatTemplates } from "./chat.js";
 export type { ChatMessage, ChatRole, ChatTemplateEngine, ChatTemplateOptions, RenderChatOptions, RenderedChat, JsonValue } from "./chat.js";
 export { ChatSession, ChatReply } from "./chat-session.js";
 export type { ChatSessionOptions, ChatSendOptions, ChatTrimEvent, ChatTurnResult } from "./chat-session.js";
+export type { ChatToolSendOptions } from "./chat-session.js";
+export type { ChatMessageToolCall, ChatToolDefinition, ChatToolChoiceMode, ChatOutputFormat, JsonSchema, ReadonlyJsonValue } from "./chat.js";
+export { ChatToolReply } from "./chat-tool-reply.js";
+export { ChatOutputParser } from "./chat-tools.js";
+export type {
+  ChatTool,
+  ChatTools,
+  ChatToolChoice,
+  ChatToolCall,
+  ChatToolCallDelta,
+  ChatPiece,
+  ChatToolTurnResult,
+  ChatReasoningOptions,
+  ChatToolFields,
+  ParsedChatOutput,
+  ToolArguments,
+  ToolCallContext,
+} from "./chat-tools.js";
+export type { GrammarTrigger } from "./options/sampling.js";
 export { startServer } from "./server/server.js";
 export type { ServerOptions, RunningServer } from "./server/server.js";
 export { AttentionMap } from "./trace.js";

@@ -136,6 +136,8 @@ export interface NativeGenerateOptions {
   logprobs?: number;
   contextShift?: { keep?: number };
   logitsProcessor?: (logits: Float32Array, tokens: Int32Array) => void;
+  /** Special tokens whose text is written out (native/TextStream.cc). */
+  preservedTokens?: string[];
 }
 
 export interface NativeGenerationDone {
@@ -235,12 +237,51 @@ export interface NativeQuantizeJob {
   abort(): void;
 }
 
+/** A message as the native render reads it: role and content, plus the tool-calling fields. */
+export interface NativeChatMessage {
+  role: string;
+  content: string;
+  reasoning?: string;
+  toolCalls?: ReadonlyArray<{ id: string; name: string; arguments: string }>;
+  toolCallId?: string;
+  toolName?: string;
+}
+
+/** The tool and thinking options of a native render (native/ChatTools.cc). */
+export interface NativeToolRenderOptions {
+  tools?: ReadonlyArray<{ name: string; description: string; parameters: string }>;
+  toolChoice?: "auto" | "none" | "required";
+  parallelToolCalls?: boolean;
+  enableThinking?: boolean;
+  reasoningFormat?: "auto" | "none";
+}
+
+/** What a render with tool or thinking options gives beyond the prompt (native/ChatTools.cc). */
+export interface NativeToolRenderOutputs {
+  format: string;
+  formatId: number;
+  grammar: string;
+  grammarLazy: boolean;
+  grammarTriggers: Array<{ type: "token" | "word" | "pattern" | "patternFull"; value: string }>;
+  preservedTokens: string[];
+  parser: string;
+  supportsThinking: boolean;
+  thinkingStartTag: string;
+  thinkingEndTags: string[];
+}
+
+/** A chat output parser (native/ChatTools.cc): llama.cpp's PEG parser of one chat format. */
+export interface NativeChatParser {
+  /** Throws ERR_TOOL_CALL when a complete (not partial) text does not match the format. */
+  parse(text: string, partial: boolean): { content: string; reasoning: string; toolCalls: Array<{ id: string; name: string; arguments: string }> };
+}
+
 /** A chat template (native/ChatTemplate.cc): parsed on its first Jinja render, then reused. */
 export interface NativeChatTemplate {
   apply(
-    messages: ReadonlyArray<{ role: string; content: string }>,
-    options: { addGenerationPrompt?: boolean; engine?: "jinja" | "builtin"; kwargs?: Record<string, string> },
-  ): Promise<{ prompt: string; additionalStops: string[]; generationPrompt: string }>;
+    messages: ReadonlyArray<NativeChatMessage>,
+    options: { addGenerationPrompt?: boolean; engine?: "jinja" | "builtin"; kwargs?: Record<string, string> } & NativeToolRenderOptions,
+  ): Promise<{ prompt: string; additionalStops: string[]; generationPrompt: string } & Partial<NativeToolRenderOutputs>>;
   /** The template text in use ("" when the model has none and none was given). */
   source(): string;
 }
@@ -306,4 +347,5 @@ export interface NativeBinding {
   saveModel(model: NativeModel, path: string): Promise<void>;
   ChatTemplate: new (model: NativeModel | null, options: { template?: string; bosToken?: string; eosToken?: string }) => NativeChatTemplate;
   builtinChatTemplates(): string[];
+  ChatParser: new (options: { format: number; parser: string; generationPrompt: string; reasoningFormat: "auto" | "none"; parseToolCalls: boolean }) => NativeChatParser;
 }

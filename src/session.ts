@@ -131,7 +131,7 @@ export class Session {
   /** Generates tokens after the session's history. Temperature 0 is greedy. */
   generate(options: GenerateOptions = {}): Generation {
     this.#check();
-    const { maxTokens, stop, signal, logprobs, contextShift, logitsProcessor, ...sampling } = readOptions(GENERATE_OPTIONS, options, "generate options", { defaults: true });
+    const { maxTokens, stop, signal, logprobs, contextShift, logitsProcessor, preservedTokens, ...sampling } = readOptions(GENERATE_OPTIONS, options, "generate options", { defaults: true });
     const generation = new Generation(
       {
         maxTokens,
@@ -140,6 +140,7 @@ export class Session {
         logprobs: logprobs === false ? undefined : logprobs,
         contextShift: this.#contextShift(contextShift),
         logitsProcessor,
+        ...(preservedTokens === undefined ? {} : { preservedTokens: [...preservedTokens] }),
       },
       signal,
     );

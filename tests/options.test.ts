@@ -110,6 +110,10 @@ describe("option tables reach the native layer", () => {
       logitBias: { 11: -5 },
       grammar: 'root ::= [a-z ]+',
       grammarRoot: "root",
+      grammarLazy: false,
+      grammarTriggers: [],
+      grammarPrefill: "x",
+      reasoningBudget: { tokens: -1 },
       samplerOrder: ["topK", "temperature"] as const,
       seed: 3,
     };

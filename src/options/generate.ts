@@ -3,7 +3,7 @@
  * when the session is full. Together with {@link SAMPLING_OPTIONS} they make `GenerateOptions`.
  */
 import { SAMPLING_OPTIONS } from "./sampling.js";
-import { custom, integer, invalidValue, type OptionsOf } from "./spec.js";
+import { custom, integer, invalidValue, strings, type OptionsOf } from "./spec.js";
 
 function stopStrings(v: unknown): string[] {
   const expected = "a non-empty string or an array of at most 64 non-empty strings";
@@ -74,6 +74,12 @@ export const GENERATE_OPTIONS = {
     expected: "a function",
     parse: (v) => (typeof v === "function" ? (v as (logits: Float32Array, tokens: Int32Array) => void) : invalidValue("a function")),
   }),
+  /**
+   * Special tokens whose text is written into the output (llama.cpp's preserved tokens): the
+   * markers a chat format's parser reads, like `<|python_tag|>` or `<|channel|>`. Other special
+   * (control) tokens stay out of the text. ChatSession and the server pass a chat format's own.
+   */
+  preservedTokens: strings({ maxItems: 1024 }),
   ...SAMPLING_OPTIONS,
 } as const;
 

@@ -5,7 +5,7 @@
  * refuses an object holding a name it did not read), so a new option is one entry here plus its
  * use there. Defaults follow llama.cpp's common sampler.
  */
-import { custom, integer, invalidValue, number, object, string, strings, type OptionsOf } from "./spec.js";
+import { boolean, custom, integer, invalidValue, number, object, string, strings, type OptionsOf } from "./spec.js";
 
 /** The samplers whose order can be changed with `samplerOrder`. */
 export const SAMPLER_NAMES = ["penalties", "dry", "topNSigma", "topK", "typicalP", "topP", "minP", "xtc", "temperature"] as const;
@@ -17,6 +17,25 @@ export type SamplerName = (typeof SAMPLER_NAMES)[number];
 export type LogitBias = ReadonlyMap<number, number> | Readonly<Record<number, number>> | ReadonlyArray<readonly [number, number]>;
 
 const MAX = 1e30;
+
+/** What starts a lazy grammar (see `grammarTriggers`). */
+export interface GrammarTrigger {
+  type: "word" | "pattern" | "patternFull" | "token";
+  value: string;
+}
+
+const TRIGGERS_EXPECTED = 'an array of { type: "word" | "pattern" | "patternFull" | "token", value: string }';
+
+function grammarTriggers(v: unknown): GrammarTrigger[] {
+  if (!Array.isArray(v) || v.length > 1024) return invalidValue(TRIGGERS_EXPECTED);
+  return v.map((t: unknown) => {
+    if (t === null || typeof t !== "object") return invalidValue(TRIGGERS_EXPECTED);
+    const { type, value, ...rest } = t as Record<string, unknown>;
+    if (Object.keys(rest).length > 0 || typeof value !== "string") return invalidValue(TRIGGERS_EXPECTED);
+    if (type !== "word" && type !== "pattern" && type !== "patternFull" && type !== "token") return invalidValue(TRIGGERS_EXPECTED);
+    return { type, value };
+  });
+}
 
 function biasPairs(bias: unknown): Array<[number, number]> {
   const expected = "a Map, an object or an array of [token, bias] pairs";
@@ -141,6 +160,39 @@ export const SAMPLING_OPTIONS = {
   grammar: string({ flag: { name: "grammar", arg: "GBNF", help: "a GBNF grammar the output must follow" }, field: { name: "grammar" } }),
   /** Start symbol of the grammar. Default "root". */
   grammarRoot: string({ default: "root" }),
+  /**
+   * Apply the grammar lazily: the output is free until one of `grammarTriggers` appears, and
+   * follows the grammar from there (llama.cpp's lazy grammar; how tool calls are constrained).
+   */
+  grammarLazy: boolean(),
+  /**
+   * What starts a lazy grammar: a `word` (its text, or its token when it is one special token),
+   * a `pattern` (a regular expression over the output; the grammar starts at its first group),
+   * a `patternFull` (a pattern the whole output must match) or a `token` (a special token's text).
+   */
+  grammarTriggers: custom<readonly GrammarTrigger[], GrammarTrigger[]>({ expected: TRIGGERS_EXPECTED, parse: grammarTriggers }),
+  /**
+   * Text the grammar has already seen: the assistant's generation prompt that a chat format's
+   * grammar starts with (ChatSession and the server set it). Not used with a lazy grammar.
+   */
+  grammarPrefill: string(),
+  /**
+   * llama.cpp's reasoning-budget sampler: after `tokens` tokens of a thinking block (opened by
+   * `start`), it forces `message` and the first of `end`. -1 (the default) disables it.
+   * ChatSession sets it from `reasoning.budget` and the template's thinking tags.
+   */
+  reasoningBudget: object({
+    /** Tokens allowed in the thinking block; -1: no budget. */
+    tokens: integer({ min: -1, max: 1 << 24, default: -1 }),
+    /** The text that opens a thinking block (e.g. "<think>"). */
+    start: string({ default: "", allowEmpty: true }),
+    /** The texts that close one; the first is forced when the budget runs out. */
+    end: strings({ maxItems: 16, default: [] }),
+    /** Text forced before the closing tag when the budget runs out. */
+    message: string({ default: "", allowEmpty: true }),
+    /** Text already in the prompt that the budget starts from (the generation prompt that opens the block). */
+    prefill: string({ default: "", allowEmpty: true }),
+  }),
   /**
    * A JSON Schema the output must satisfy, turned into a grammar by llama.cpp's own converter
    * (common/json-schema-to-grammar). An object or its JSON text.

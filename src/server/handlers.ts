@@ -3,6 +3,7 @@ import { randomUUID } from "node:crypto";
 import type { ServerResponse } from "node:http";
 
 import type { ChatTemplate } from "../chat.js";
+import { ChatOutputParser, PieceTracker, grammarOptions, type ParsedChatOutput } from "../chat-tools.js";
 import type { Context } from "../context.js";
 import type { EmbeddingContext } from "../embedding.js";
 import { LlamaError } from "../errors.js";
@@ -10,6 +11,7 @@ import type { FinishReason, GeneratedToken } from "../generation.js";
 import type { Model } from "../model.js";
 import { EventStream, HttpError, badField, sendJson } from "./http.js";
 import { chatParams, completionParams, type GenerationParams } from "./params.js";
+import { deltaOf, renderOptionsOf, replyMessage } from "./tools.js";
 import type { SessionPool } from "./pool.js";
 
 /** What the handlers work with; made by startServer(). */
@@ -70,10 +72,20 @@ export async function completions(state: ServerState, body: Record<string, unkno
 
 export async function chatCompletions(state: ServerState, body: Record<string, unknown>, res: ServerResponse, signal: AbortSignal): Promise<void> {
   const params = chatParams(body);
-  const rendered = await state.template.render(params.messages, { addGenerationPrompt: true, ...(params.variables ? { variables: params.variables } : {}) });
+  const rendered = await state.template.render(params.messages, {
+    addGenerationPrompt: true,
+    ...(params.variables ? { variables: params.variables } : {}),
+    ...(params.tools ? renderOptionsOf(params.tools) : {}),
+  });
   const tokens = state.model.tokenize(rendered.text, { addSpecial: true, parseSpecial: true });
   const endOfTurn = await state.template.endOfTurn();
-  await generate(state, "chat", params, tokens, [...rendered.stops, ...(endOfTurn ? [endOfTurn] : [])], "", res, signal);
+  let parser: ChatOutputParser | undefined;
+  if (params.tools && rendered.format) {
+    parser = new ChatOutputParser(rendered.format, { parseToolCalls: params.tools.toolChoice !== "none" });
+    const budget = params.tools.reasoningBudget >= 0 ? { budget: params.tools.reasoningBudget } : {};
+    params.sampling = { ...params.sampling, ...grammarOptions(rendered.format, params.tools.toolChoice, budget) };
+  }
+  await generate(state, "chat", params, tokens, [...rendered.stops, ...(endOfTurn ? [endOfTurn] : [])], "", res, signal, parser);
 }
 
 async function generate(
@@ -85,6 +97,7 @@ async function generate(
   echo: string,
   res: ServerResponse,
   signal: AbortSignal,
+  parser?: ChatOutputParser,
 ): Promise<void> {
   const capacity = state.context.contextSize;
   if (tokens.length >= capacity) {
@@ -107,6 +120,7 @@ async function generate(
     const logprobs = new Logprobs(state.model, kind, params.logprobs !== undefined);
     let text = echo;
     let count = 0;
+    const tracker = new PieceTracker();
     if (params.stream) {
       const stream = new EventStream(res);
       try {
@@ -116,11 +130,19 @@ async function generate(
           count++;
           const lp = logprobs.add(item, text.length);
           text += item.text;
+          if (parser) {
+            await sendPieces(stream, head, parser, tracker, text, true, lp);
+            continue;
+          }
           if (item.text === "" && lp === null) continue;
           const choice = kind === "chat" ? { index: 0, delta: { content: item.text }, logprobs: lp, finish_reason: null } : { index: 0, text: item.text, logprobs: lp, finish_reason: null };
           await stream.send({ ...head, choices: [choice] });
         }
-        const finish = finishReason(generation.finishReason);
+        let finish: string = finishReason(generation.finishReason);
+        if (parser) {
+          const final = await sendPieces(stream, head, parser, tracker, text, false, null, generation.finishReason !== "length");
+          finish = replyMessage(final, (i, p) => tracker.idOf(i, p), finishReason(generation.finishReason)).finish;
+        }
         const last = kind === "chat" ? { index: 0, delta: {}, logprobs: null, finish_reason: finish } : { index: 0, text: "", logprobs: null, finish_reason: finish };
         await stream.send({ ...head, choices: [last] });
         if (params.includeUsage) await stream.send({ ...head, choices: [], usage: usage(tokens.length, count) });
@@ -136,15 +158,63 @@ async function generate(
       logprobs.add(item, text.length);
       text += item.text;
     }
-    const finish = finishReason(generation.finishReason);
+    let finish: string = finishReason(generation.finishReason);
+    let message: Record<string, unknown> = { role: "assistant", content: text };
+    if (parser) {
+      const parsed = finalParse(parser, text, generation.finishReason !== "length");
+      ({ message, finish } = replyMessage(parsed, (i, p) => tracker.idOf(i, p), finishReason(generation.finishReason)));
+    }
     const choice =
       kind === "chat"
-        ? { index: 0, message: { role: "assistant", content: text }, logprobs: logprobs.all(), finish_reason: finish }
+        ? { index: 0, message, logprobs: logprobs.all(), finish_reason: finish }
         : { index: 0, text, logprobs: logprobs.all(), finish_reason: finish };
     sendJson(res, 200, { ...head, object: kind === "chat" ? "chat.completion" : "text_completion", choices: [choice], usage: usage(tokens.length, count) });
   } finally {
     state.pool.release(session);
   }
+}
+
+/**
+ * The final parse of a reply: a complete one that does not match the format is an error
+ * (ERR_TOOL_CALL, a 500 as in llama-server); one cut at max_tokens is read as partial output.
+ */
+function finalParse(parser: ChatOutputParser, text: string, complete: boolean): ParsedChatOutput {
+  if (complete) return parser.parse(text, false);
+  try {
+    return parser.parse(text, true);
+  } catch {
+    return { content: text, reasoning: "", toolCalls: [] };
+  }
+}
+
+/** Parses the text so far and streams what is new in it (content, reasoning, tool-call pieces). */
+async function sendPieces(
+  stream: EventStream,
+  head: Record<string, unknown>,
+  parser: ChatOutputParser,
+  tracker: PieceTracker,
+  text: string,
+  partial: boolean,
+  lp: Record<string, unknown> | null,
+  complete = true,
+): Promise<ParsedChatOutput> {
+  let parsed: ParsedChatOutput;
+  if (partial) {
+    try {
+      parsed = parser.parse(text, true);
+    } catch {
+      return { content: "", reasoning: "", toolCalls: [] }; // not parseable yet
+    }
+  } else {
+    parsed = finalParse(parser, text, complete);
+  }
+  let first = true;
+  for (const piece of tracker.update(parsed)) {
+    await stream.send({ ...head, choices: [{ index: 0, delta: deltaOf(piece), logprobs: first ? lp : null, finish_reason: null }] });
+    first = false;
+  }
+  if (first && lp !== null) await stream.send({ ...head, choices: [{ index: 0, delta: {}, logprobs: lp, finish_reason: null }] });
+  return parsed;
 }
 
 function usage(prompt: number, completion: number): { prompt_tokens: number; completion_tokens: number; total_tokens: number } {

@@ -10,6 +10,7 @@ import { GENERATE_OPTIONS } from "../options/generate.js";
 import type { SamplingOptions } from "../options/sampling.js";
 import { OptionValueError, entriesOf, readOptions, setPath, type OptionTable, type ParsedOptions } from "../options/spec.js";
 import { badField } from "./http.js";
+import { messageToolFields, toolParams, type ServerToolParams } from "./tools.js";
 
 type Body = Record<string, unknown>;
 
@@ -32,6 +33,8 @@ export interface CompletionParams extends GenerationParams {
 export interface ChatParams extends GenerationParams {
   messages: ChatMessage[];
   variables: Record<string, JsonValue> | undefined;
+  /** tools, tool_choice, parallel_tool_calls, reasoning_format (undefined when none is set). */
+  tools: ServerToolParams | undefined;
 }
 
 function get(body: Body, key: string): unknown {
@@ -132,18 +135,20 @@ export function chatParams(body: Body): ChatParams {
   const raw = get(body, "messages");
   if (!Array.isArray(raw) || raw.length === 0) throw badField("messages", "messages must be a non-empty array");
   const messages = raw.map((m, i) => chatMessage(m, i));
-  for (const key of ["tools", "functions"]) {
-    const v = get(body, key);
-    if (Array.isArray(v) && v.length > 0) throw badField(key, `${key} are not supported by this server`);
+  const tools = toolParams(body);
+  const base = common(body, "max_completion_tokens");
+  if (tools && tools.toolChoice !== "none" && (base.sampling.grammar !== undefined || base.sampling.jsonSchema !== undefined)) {
+    throw badField("tools", "tools cannot be combined with grammar or response_format (the tool grammar applies)");
   }
   const wantLogprobs = bool(body, "logprobs") ?? false;
   const top = int(body, "top_logprobs", 0, 20);
   if (top !== undefined && !wantLogprobs) throw badField("top_logprobs", "top_logprobs needs logprobs: true");
   const variables = object(body, "chat_template_kwargs") as Record<string, JsonValue> | undefined;
   return {
-    ...common(body, "max_completion_tokens"),
+    ...base,
     messages,
     variables,
+    tools,
     logprobs: wantLogprobs ? (top ?? 0) : undefined,
   };
 }
@@ -159,7 +164,7 @@ function chatMessage(m: unknown, i: number): ChatMessage {
   if (typeof content === "string") {
     text = content;
   } else if (content === null || content === undefined) {
-    if (role !== "assistant") throw badField(`${param}.content`, `${param}.content must be a string`);
+    if (role !== "assistant" && role !== "tool") throw badField(`${param}.content`, `${param}.content must be a string`);
     text = "";
   } else if (Array.isArray(content)) {
     const parts = content.map((part: unknown) => {
@@ -173,5 +178,5 @@ function chatMessage(m: unknown, i: number): ChatMessage {
   } else {
     throw badField(`${param}.content`, `${param}.content must be a string or an array of text parts`);
   }
-  return { role: role === "developer" ? "system" : role, content: text };
+  return { role: role === "developer" ? "system" : role, content: text, ...messageToolFields(m as Body, param) };
 }
