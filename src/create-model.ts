@@ -9,12 +9,16 @@
  * ```
  */
 import path from "node:path";
+import { fileURLToPath } from "node:url";
 
 import { LlamaError } from "./errors.js";
 import { writeRandomGpt2 } from "./fixtures/gpt2.js";
 import { writeRandomLlama } from "./fixtures/llama.js";
 import { CREATE_MODEL_OPTIONS, type CreateModelOptions } from "./options/create-model.js";
 import { readOptions } from "./options/spec.js";
+
+/** models/stories260K.gguf, in the repository and in the package (dist/create-model.js → ../models). */
+const STORIES_260K = fileURLToPath(new URL("../models/stories260K.gguf", import.meta.url));
 
 export { CREATE_MODEL_OPTIONS, CREATE_ARCHITECTURES, type CreateModelOptions } from "./options/create-model.js";
 
@@ -30,7 +34,9 @@ export async function createModel(file: string, options: CreateModelOptions = {}
   const o = readOptions(CREATE_MODEL_OPTIONS, options, "createModel options", { defaults: true });
   const [layers, nEmbd, heads, nFf, nCtx, seed] = [o.layers!, o.embeddingSize!, o.heads!, o.feedForwardSize!, o.contextSize!, o.seed!];
   if (nEmbd % heads !== 0) throw new LlamaError("ERR_INVALID_ARGUMENT", `createModel options.heads must divide embeddingSize (${nEmbd}); got ${heads}`);
-  const vocab = o.vocabularyFrom === undefined ? undefined : path.resolve(o.vocabularyFrom);
+  // Without vocabularyFrom: GPT-2's vocabulary (the writer's default) or, for llama, the 512-token
+  // SentencePiece vocabulary of stories260K; the package ships both.
+  const vocab = o.vocabularyFrom !== undefined ? path.resolve(o.vocabularyFrom) : o.architecture === "llama" ? STORIES_260K : undefined;
   const name = `${o.architecture}-${layers}x${nEmbd}-untrained`;
   if (o.architecture === "gpt2") {
     await writeRandomGpt2(file, { nEmbd, nHead: heads, nLayer: layers, nCtx, nFf, seed, tiedOutput: false, initialisation: "nanogpt", name, ...(vocab ? { vocabPath: vocab } : {}) });

@@ -16,6 +16,7 @@ import { repoRoot } from "./helpers/fixtures.js";
 import { expectCode, randomTokens, tensorValues } from "./helpers/train.js";
 
 const STORIES = path.join(repoRoot, "models", "stories260K.gguf");
+const GPT2_VOCAB = path.join(repoRoot, "vendor", "llama.cpp", "models", "ggml-vocab-gpt-2.gguf");
 const CTX = 256;
 let dir: string;
 
@@ -80,6 +81,18 @@ describe("createModel", () => {
     const model = await load(file);
     await expectCode(train(model, randomTokens(CTX + 1, 12), { threads: 1 }), "ERR_UNSUPPORTED", /LayerNorm/);
     model.dispose();
+  });
+
+  it("without vocabularyFrom, a Llama gets stories260K's vocabulary and a GPT-2 GPT-2's (both in the package)", async () => {
+    for (const [architecture, vocabSize, text] of [["llama", 512, "Once upon a time"], ["gpt2", 50257, "Hello world"]] as const) {
+      const file = path.join(dir, `default-vocab-${architecture}.gguf`);
+      await createModel(file, { architecture, layers: 1, embeddingSize: 32, heads: 2 });
+      using model = await loadModel(file, { vocabOnly: true });
+      expect(model.info.vocabSize).toBe(vocabSize);
+      const reference = await loadModel(architecture === "llama" ? STORIES : GPT2_VOCAB, { vocabOnly: true });
+      expect(model.tokenize(text)).toEqual(reference.tokenize(text));
+      reference.dispose();
+    }
   });
 
   it("refuses bad options naming the nearest one", async () => {

@@ -31,8 +31,9 @@ export const CREATE_MODEL_OPTIONS = {
   /** Tokens the model is made for: rows of GPT-2's position table (default 256). */
   contextSize: integer({ min: 1, max: 1 << 20, default: 256, flag: { name: "ctx-size", aliases: ["-c"], arg: "N", help: "context length" } }),
   /**
-   * A GGUF file whose vocabulary (every tokenizer.* key) the model gets. Default: llama.cpp's GPT-2
-   * vocabulary for "gpt2", its Llama SentencePiece vocabulary for "llama" (vendor/llama.cpp/models).
+   * A GGUF file whose vocabulary (every tokenizer.* key) the model gets. Default: GPT-2's vocabulary
+   * for "gpt2", and for "llama" the 512-token SentencePiece vocabulary of models/stories260K.gguf
+   * (the package ships both).
    */
   vocabularyFrom: string({ flag: { name: "vocab-from", arg: "FILE.gguf", help: "copy the vocabulary of this GGUF" } }),
   /** Seed of the initial weights (default 0). */
