@@ -26,7 +26,10 @@ describe("event loop", () => {
     // The decode itself is long (one 1000-token batch), yet the loop stays responsive.
     expect(elapsed).toBeGreaterThan(50);
     const maxLagMs = histogram.max / 1e6;
-    expect(maxLagMs).toBeLessThan(50);
+    // Under npm run test:asan the decode takes about 2 s, and the vitest worker's histogram has
+    // shown single pauses of about 100 ms there (a 5 ms timer beside it saw none; not seen in the
+    // plain build, whose bound stays 50 ms): the loop still runs through the decode.
+    expect(maxLagMs).toBeLessThan(process.env.LLAMA_NAPI_SANITIZER === undefined ? 50 : 250);
     expect(ticks).toBeGreaterThan(elapsed / 5 / 4);
     console.log(`prompt of 1000 tokens: ${elapsed.toFixed(0)} ms; event-loop lag p99 ${(histogram.percentile(99) / 1e6).toFixed(2)} ms, max ${maxLagMs.toFixed(2)} ms; ${ticks} timer ticks`);
   });
