@@ -115,6 +115,9 @@ export class ChatToolReply implements AsyncIterable<ChatPiece> {
               yield { text: item.text };
               continue;
             }
+            // The format's parser reads the whole text so far (as llama-server's does per token);
+            // a token that added no text (bytes of a character still incomplete) changes nothing.
+            if (item.text === "") continue;
             let partial: ParsedChatOutput;
             try {
               partial = parser.parse(text, true);
