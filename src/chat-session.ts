@@ -11,6 +11,7 @@
  * ```
  */
 import { ChatTemplate, checkChatOptions, type ChatMessage, type ChatTemplateOptions, type RenderChatOptions, type RenderedChat } from "./chat.js";
+import { ChatReplyBase } from "./chat-reply.js";
 import { ChatToolReply } from "./chat-tool-reply.js";
 import { TOOL_FIELD_KEYS, grammarOptions, toolPlan, type ChatToolFields, type ToolRoundStart } from "./chat-tools.js";
 import type { Context } from "./context.js";
@@ -105,41 +106,16 @@ interface Started {
  * The reply to one message: an AsyncIterable of generated tokens, to be consumed once (by
  * iterating, or with text() / collect()). When it ends, the reply joins the chat's history.
  */
-export class ChatReply implements AsyncIterable<GeneratedToken> {
-  /** Settles when the turn has ended, however it is consumed. */
-  readonly result: Promise<ChatTurnResult>;
+export class ChatReply extends ChatReplyBase<GeneratedToken, ChatTurnResult> {
   readonly #started: Promise<Started>;
   readonly #commit: Commit;
-  #resolve!: (r: ChatTurnResult) => void;
-  #reject!: (e: unknown) => void;
-  readonly #stopper: AbortController;
-  #iterated = false;
-  #quiet = false; // abort() was called: the reply ends without an AbortError
 
   /** @internal Use chatSession.send(). */
   constructor(started: Promise<Started>, commit: Commit, stopper: AbortController) {
+    super(stopper);
     this.#started = started;
     this.#commit = commit;
-    this.#stopper = stopper;
-    this.result = new Promise<ChatTurnResult>((resolve, reject) => {
-      this.#resolve = resolve;
-      this.#reject = reject;
-    });
-    this.result.catch(() => undefined); // errors also reach the consumer through iteration
-    started.catch((err: unknown) => this.#reject(err));
-  }
-
-  /** The reply's tokens as they are generated; throws ERR_STATE when the reply was consumed already. */
-  [Symbol.asyncIterator](): AsyncIterator<GeneratedToken> {
-    if (this.#iterated) throw new LlamaError("ERR_STATE", "A chat reply can be consumed only once");
-    this.#iterated = true;
-    return this.#iterate();
-  }
-
-  /** Consumes the reply (unless it is being consumed already) and resolves to the turn's result. */
-  async collect(): Promise<ChatTurnResult> {
-    if (!this.#iterated) for await (const _ of this);
-    return this.result;
+    started.catch((err: unknown) => this.reject(err));
   }
 
   /** Consumes the reply and resolves to its text. */
@@ -147,19 +123,13 @@ export class ChatReply implements AsyncIterable<GeneratedToken> {
     return (await this.collect()).text;
   }
 
-  /** Stops the reply; what was generated so far joins the history. */
-  abort(): void {
-    this.#quiet = true;
-    this.#stopper.abort();
-    if (!this.#iterated) this.collect().catch(() => undefined);
-  }
-
-  async *#iterate(): AsyncGenerator<GeneratedToken> {
+  /** @internal */
+  protected async *iterate(): AsyncGenerator<GeneratedToken> {
     let started: Started;
     try {
       started = await this.#started;
     } catch (err) {
-      this.#reject(err);
+      this.reject(err);
       throw err;
     }
     let text = "";
@@ -178,13 +148,13 @@ export class ChatReply implements AsyncIterable<GeneratedToken> {
       // also throws the AbortError to the consumer; abort() ends the reply quietly.
       if (!(err instanceof AbortError)) {
         failed = true;
-        this.#reject(err);
+        this.reject(err);
         throw err;
       }
-      if (!this.#quiet) throw err;
+      if (!this.quiet) throw err;
     } finally {
       // Also when the consumer stops early (break), which aborts the generation.
-      if (!failed) this.#resolve(this.#commit(started, text, tokens, (complete && started.generation.finishReason) || "aborted"));
+      if (!failed) this.resolve(this.#commit(started, text, tokens, (complete && started.generation.finishReason) || "aborted"));
     }
   }
 }

@@ -18,6 +18,7 @@ import {
   type ToolPlan,
   type ToolReplyDriver,
 } from "./chat-tools.js";
+import { ChatReplyBase } from "./chat-reply.js";
 import { AbortError, LlamaError } from "./errors.js";
 import type { FinishReason } from "./generation.js";
 import type { PromptResult } from "./session.js";
@@ -28,43 +29,18 @@ import type { PromptResult } from "./session.js";
  * iterating, or with text() / collect()). Each round's assistant message (and the tool results)
  * joins the chat's history as it ends.
  */
-export class ChatToolReply implements AsyncIterable<ChatPiece> {
-  /** Settles when the turn has ended, however it is consumed. */
-  readonly result: Promise<ChatToolTurnResult>;
+export class ChatToolReply extends ChatReplyBase<ChatPiece, ChatToolTurnResult> {
   readonly #user: ChatMessage;
   readonly #plan: ToolPlan;
   readonly #driver: ToolReplyDriver;
-  readonly #stopper: AbortController;
-  #resolve!: (r: ChatToolTurnResult) => void;
-  #reject!: (e: unknown) => void;
-  #iterated = false;
-  #quiet = false;
   #settled = false;
 
   /** @internal Use chatSession.send() with tools or reasoning. */
   constructor(user: ChatMessage, plan: ToolPlan, driver: ToolReplyDriver, stopper: AbortController) {
+    super(stopper);
     this.#user = user;
     this.#plan = plan;
     this.#driver = driver;
-    this.#stopper = stopper;
-    this.result = new Promise<ChatToolTurnResult>((resolve, reject) => {
-      this.#resolve = resolve;
-      this.#reject = reject;
-    });
-    this.result.catch(() => undefined); // errors also reach the consumer through iteration
-  }
-
-  /** The reply's pieces as they are generated; throws ERR_STATE when the reply was consumed already. */
-  [Symbol.asyncIterator](): AsyncIterator<ChatPiece> {
-    if (this.#iterated) throw new LlamaError("ERR_STATE", "A chat reply can be consumed only once");
-    this.#iterated = true;
-    return this.#iterate();
-  }
-
-  /** Consumes the reply (unless it is being consumed already) and resolves to the turn's result. */
-  async collect(): Promise<ChatToolTurnResult> {
-    if (!this.#iterated) for await (const _ of this);
-    return this.result;
   }
 
   /** Consumes the reply and resolves to its final content. */
@@ -72,24 +48,18 @@ export class ChatToolReply implements AsyncIterable<ChatPiece> {
     return (await this.collect()).content;
   }
 
-  /** Stops the reply (a running tool handler sees its signal aborted); what was generated joins the history. */
-  abort(): void {
-    this.#quiet = true;
-    this.#stopper.abort();
-    if (!this.#iterated) this.collect().catch(() => undefined);
-  }
-
   #finish(outcome: { result: ChatToolTurnResult } | { error: unknown }): void {
     if (this.#settled) return;
     this.#settled = true;
     this.#driver.settle();
-    if ("result" in outcome) this.#resolve(outcome.result);
-    else this.#reject(outcome.error);
+    if ("result" in outcome) this.resolve(outcome.result);
+    else this.reject(outcome.error);
   }
 
-  async *#iterate(): AsyncGenerator<ChatPiece> {
+  /** @internal */
+  protected async *iterate(): AsyncGenerator<ChatPiece> {
     const plan = this.#plan;
-    const signal = this.#stopper.signal;
+    const signal = this.stopper.signal;
     const handlerMode = Object.values(plan.tools).some((t) => t.handler !== undefined);
     let messages: ChatMessage[] = [this.#user];
     let droppedTurns = 0;
@@ -154,7 +124,7 @@ export class ChatToolReply implements AsyncIterable<ChatPiece> {
         if (aborted !== undefined || finishReason === "length" || rawCalls.length === 0 || plan.toolChoice === "none") {
           last = { parsed, calls: [], finishReason };
           this.#finish({ result: result(last, round, prompt, droppedTurns) });
-          if (aborted !== undefined && !this.#quiet) throw aborted;
+          if (aborted !== undefined && !this.quiet) throw aborted;
           return;
         }
         // Calls: parse their arguments; an unknown tool or bad arguments is an error result the
@@ -189,7 +159,7 @@ export class ChatToolReply implements AsyncIterable<ChatPiece> {
         // Aborted while the handlers ran: the turn ends, with the calls made (unanswered) in the
         // result; the send's signal also throws the AbortError to the consumer, abort() does not.
         this.#finish({ result: { ...result(last ?? EMPTY, round, prompt, droppedTurns, "toolCalls"), finishReason: "aborted" } });
-        if (this.#quiet) return;
+        if (this.quiet) return;
         throw err;
       }
       this.#finish({ error: err });
@@ -197,7 +167,7 @@ export class ChatToolReply implements AsyncIterable<ChatPiece> {
     } finally {
       // The consumer stopped early (break): the generation was aborted by the loop's cleanup.
       if (!this.#settled) {
-        this.#stopper.abort();
+        this.stopper.abort();
         this.#finish({ result: { ...result(last ?? EMPTY, round, prompt, droppedTurns, "toolCalls"), finishReason: "aborted" } });
       }
     }

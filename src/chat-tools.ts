@@ -20,6 +20,8 @@
  */
 import type { ChatMessage, ChatMessageToolCall, ChatOutputFormat, ChatToolDefinition, JsonSchema, JsonValue, RenderChatOptions, RenderedChat } from "./chat.js";
 import { AbortError, LlamaError, invalidArgument } from "./errors.js";
+import { CHAT_TOOL_OPTIONS, REASONING_OPTIONS, checkToolChoice } from "./options/chat-tools.js";
+import { readOptions, type OptionsOf, type ParsedOptions } from "./options/spec.js";
 import type { FinishReason, Generation } from "./generation.js";
 import { binding, type NativeChatParser } from "./native.js";
 import type { GrammarTrigger } from "./options/sampling.js";
@@ -58,45 +60,14 @@ export type ChatTools = Readonly<Record<string, ChatTool>>;
 /** Which calls the model may make: "auto" (any or none), "none", "required" (at least one), or one tool by name. */
 export type ChatToolChoice = "auto" | "none" | "required" | { name: string };
 
-/** How a thinking model's reasoning is handled. */
-export interface ChatReasoningOptions {
-  /** "auto": reasoning is split from the content ({ reasoning } pieces, result.reasoning); "none": it stays in the text (default "auto"). */
-  format?: "auto" | "none";
-  /** The template's enable-thinking switch (default: the template's own default). */
-  enableThinking?: boolean;
-  /**
-   * At most this many tokens of thinking: then llama.cpp's reasoning-budget sampler forces
-   * `budgetMessage` and the template's end-of-thinking tag. Applies to templates with thinking tags.
-   */
-  budget?: number;
-  /** Text forced before the end-of-thinking tag when the budget runs out (default ""). */
-  budgetMessage?: string;
-}
+/** How a thinking model's reasoning is handled (format, enableThinking, budget, budgetMessage). */
+export type ChatReasoningOptions = OptionsOf<typeof REASONING_OPTIONS>;
 
-/** The tool and reasoning options of chat.send(). */
-export interface ChatToolFields {
-  /** Tools the model may call. */
-  tools?: ChatTools;
-  /** Which calls the model may make (default "auto"). */
-  toolChoice?: ChatToolChoice;
-  /** Whether the model may make several calls in one reply (default false). */
-  parallelToolCalls?: boolean;
-  /** With handlers: how many rounds of calls the session runs before it returns the calls (default 8). */
-  maxToolRounds?: number;
-  /** Reasoning of thinking models. */
-  reasoning?: ChatReasoningOptions;
-}
+/** The tool and reasoning options of chat.send(): tools, toolChoice, parallelToolCalls, maxToolRounds, reasoning. */
+export type ChatToolFields = OptionsOf<typeof CHAT_TOOL_OPTIONS>;
 
-/** The keys of {@link ChatToolFields} (checked by the compiler). */
-const FIELD_KEYS: { readonly [K in keyof ChatToolFields]-?: true } = {
-  tools: true,
-  toolChoice: true,
-  parallelToolCalls: true,
-  maxToolRounds: true,
-  reasoning: true,
-};
 /** @internal */
-export const TOOL_FIELD_KEYS: readonly string[] = Object.keys(FIELD_KEYS);
+export const TOOL_FIELD_KEYS: readonly string[] = Object.keys(CHAT_TOOL_OPTIONS);
 
 /** A tool call of the model, in a reply's result. */
 export interface ChatToolCall {
@@ -202,68 +173,31 @@ export interface ToolPlan {
 
 /** Checks the tool fields of chat.send() options. @internal */
 export function toolPlan(fields: ChatToolFields): ToolPlan {
-  const { tools = {}, toolChoice = "auto", parallelToolCalls = false, maxToolRounds = 8, reasoning = {} } = fields;
-  if (tools === null || typeof tools !== "object" || Array.isArray(tools)) invalidArgument("tools", "an object { [name]: { description, parameters, handler } }", tools);
-  const definitions: ChatToolDefinition[] = [];
-  for (const [name, tool] of Object.entries(tools)) {
-    if (tool === null || typeof tool !== "object") invalidArgument(`tools.${name}`, "an object { description, parameters, handler }", tool);
-    const unknown = Object.keys(tool).find((k) => k !== "description" && k !== "parameters" && k !== "handler");
-    if (unknown !== undefined) throw new LlamaError("ERR_INVALID_ARGUMENT", `Unknown option "${unknown}" in tools.${name}; a tool has description, parameters and handler`);
-    if (tool.handler !== undefined && typeof tool.handler !== "function") invalidArgument(`tools.${name}.handler`, "a function", tool.handler);
-    checkSchema(`tools.${name}.parameters`, tool.parameters);
-    definitions.push({ name, ...(tool.description === undefined ? {} : { description: tool.description }), ...(tool.parameters === undefined ? {} : { parameters: tool.parameters }) });
-  }
-  let choice: ToolPlan["toolChoice"];
-  let offered = definitions;
-  if (typeof toolChoice === "object" && toolChoice !== null) {
-    const named = definitions.find((d) => d.name === toolChoice.name);
-    if (!named) invalidArgument("toolChoice.name", `the name of one of the tools (${definitions.map((d) => d.name).join(", ") || "none given"})`, toolChoice.name);
-    offered = [named];
-    choice = "required";
-  } else if (toolChoice === "auto" || toolChoice === "none" || toolChoice === "required") {
-    choice = toolChoice;
-  } else {
-    return invalidArgument("toolChoice", '"auto", "none", "required" or { name }', toolChoice);
-  }
-  if (choice === "required" && offered.length === 0) invalidArgument("toolChoice", '"auto" or "none" when no tools are given', toolChoice);
-  if (typeof parallelToolCalls !== "boolean") invalidArgument("parallelToolCalls", "a boolean", parallelToolCalls);
-  if (!Number.isInteger(maxToolRounds) || maxToolRounds < 1 || maxToolRounds > 1000) invalidArgument("maxToolRounds", "an integer from 1 to 1000", maxToolRounds);
-  if (reasoning === null || typeof reasoning !== "object") invalidArgument("reasoning", "an object { format, enableThinking }", reasoning);
-  const badKey = Object.keys(reasoning).find((k) => !["format", "enableThinking", "budget", "budgetMessage"].includes(k));
-  if (badKey !== undefined) throw new LlamaError("ERR_INVALID_ARGUMENT", `Unknown option "${badKey}" in reasoning; it takes format, enableThinking, budget and budgetMessage`);
-  const { budget, budgetMessage } = reasoning;
-  if (budget !== undefined && (!Number.isInteger(budget) || budget < 0 || budget > 1 << 24)) invalidArgument("reasoning.budget", "a non-negative integer", budget);
-  if (budgetMessage !== undefined && typeof budgetMessage !== "string") invalidArgument("reasoning.budgetMessage", "a string", budgetMessage);
-  const format = reasoning.format ?? "auto";
-  if (format !== "auto" && format !== "none") invalidArgument("reasoning.format", '"auto" or "none"', format);
-  if (reasoning.enableThinking !== undefined && typeof reasoning.enableThinking !== "boolean") invalidArgument("reasoning.enableThinking", "a boolean", reasoning.enableThinking);
+  return planOf(readOptions(CHAT_TOOL_OPTIONS, fields, "options", { defaults: true }));
+}
+
+/** The plan of checked tool options (the library's, or a request's fields). @internal */
+export function planOf(options: ParsedOptions<typeof CHAT_TOOL_OPTIONS>): ToolPlan {
+  const tools = options.tools ?? {};
+  const { offered, choice } = checkToolChoice(tools, options.toolChoice ?? "auto");
+  const definitions = offered.map((name): ChatToolDefinition => {
+    const { description, parameters } = tools[name] as ChatTool;
+    return { name, ...(description === undefined ? {} : { description }), ...(parameters === undefined ? {} : { parameters }) };
+  });
+  const { format = "auto", enableThinking, budget, budgetMessage } = options.reasoning ?? {};
   return {
     tools,
-    definitions: offered,
+    definitions,
     toolChoice: choice,
-    parallel: parallelToolCalls,
-    maxRounds: maxToolRounds,
+    parallel: options.parallelToolCalls ?? false,
+    maxRounds: options.maxToolRounds ?? 8,
     reasoning: {
       format,
-      ...(reasoning.enableThinking === undefined ? {} : { enableThinking: reasoning.enableThinking }),
+      ...(enableThinking === undefined ? {} : { enableThinking }),
       ...(budget === undefined ? {} : { budget }),
       ...(budgetMessage === undefined ? {} : { budgetMessage }),
     },
   };
-}
-
-/** A tool's parameters must be a JSON Schema object that survives JSON (no functions, no cycles). */
-function checkSchema(name: string, schema: unknown): void {
-  if (schema === undefined) return;
-  if (schema === null || typeof schema !== "object" || Array.isArray(schema)) invalidArgument(name, "a JSON Schema object", schema);
-  let text: string;
-  try {
-    text = JSON.stringify(schema);
-  } catch (err) {
-    throw new LlamaError("ERR_INVALID_ARGUMENT", `${name} is not JSON: ${(err as Error).message}`);
-  }
-  const type = (JSON.parse(text) as Record<string, unknown>).type;
-  if (type !== undefined && type !== "object") invalidArgument(`${name}.type`, '"object" (tool arguments are an object)', type);
 }
 
 /**
@@ -297,7 +231,7 @@ export function grammarOptions(
 export function renderOptions(plan: ToolPlan): RenderChatOptions {
   return {
     tools: plan.definitions,
-    toolChoice: plan.definitions.length === 0 ? "none" : plan.toolChoice,
+    toolChoice: plan.toolChoice,
     parallelToolCalls: plan.parallel,
     reasoningFormat: plan.reasoning.format,
     ...(plan.reasoning.enableThinking === undefined ? {} : { enableThinking: plan.reasoning.enableThinking }),

@@ -38,6 +38,7 @@ export type { EmbeddingContextOptions, EmbedOptions, Pooling } from "./embedding
 export { ChatTemplate, renderChat, builtinChatTemplates } from "./chat.js";
 export type { ChatMessage, ChatRole, ChatTemplateEngine, ChatTemplateOptions, RenderChatOptions, RenderedChat, JsonValue } from "./chat.js";
 export { ChatSession, ChatReply } from "./chat-session.js";
+export type { ChatReplyBase } from "./chat-reply.js";
 export type { ChatSessionOptions, ChatSendOptions, ChatTrimEvent, ChatTurnResult } from "./chat-session.js";
 export type { ChatToolSendOptions } from "./chat-session.js";
 export type { ChatMessageToolCall, ChatToolDefinition, ChatToolChoiceMode, ChatOutputFormat, JsonSchema, ReadonlyJsonValue } from "./chat.js";

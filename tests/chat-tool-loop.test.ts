@@ -230,7 +230,7 @@ describe("ChatSession tool loop (scripted output, Hermes 2 Pro format)", () => {
     const bad: Array<[ChatToolFields, RegExp]> = [
       [{ tools: { weather: { ...WEATHER, parameters: { type: "string" } } } }, /parameters\.type/],
       [{ tools: { weather: { ...WEATHER, handler: 3 as unknown as () => unknown } } }, /handler/],
-      [{ tools: { weather: { ...WEATHER, nope: 1 } as unknown as typeof WEATHER } }, /Unknown option "nope"/],
+      [{ tools: { weather: { ...WEATHER, nope: 1 } as unknown as typeof WEATHER } }, /unknown option "nope"/],
       [{ tools: { weather: WEATHER }, toolChoice: { name: "forecast" } }, /toolChoice\.name/],
       [{ tools: {}, toolChoice: "required" }, /toolChoice/],
       [{ tools: { weather: WEATHER }, maxToolRounds: 0 }, /maxToolRounds/],

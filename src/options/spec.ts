@@ -35,8 +35,8 @@ export interface FlagSpec {
 export interface FieldSpec<Out> {
   /** The request field (e.g. "top_p"). */
   readonly name: string;
-  /** Reads the field's value in the server's terms, when they differ from the library's. */
-  readonly parse?: (value: unknown) => Out;
+  /** Reads the field's value in the server's terms, when they differ from the library's (undefined: as if absent). */
+  readonly parse?: (value: unknown) => Out | undefined;
 }
 
 /**
@@ -78,9 +78,15 @@ export type ParsedOptions<T extends OptionTable> = {
   -readonly [K in keyof T]?: T[K] extends OptionSpec<unknown, infer Out> ? Out : never;
 };
 
-/** Thrown by a spec's `parse` when a value is not what the option takes. */
+/**
+ * Thrown by a spec's `parse` when a value is not what the option takes; `at` is where inside the
+ * value, for structured ones (".weather.handler", "[0].function.name").
+ */
 export class OptionValueError extends Error {
-  constructor(readonly expected: string) {
+  constructor(
+    readonly expected: string,
+    readonly at = "",
+  ) {
     super(expected);
   }
 }
@@ -191,8 +197,11 @@ export function custom<In, Out = In>(o: Common<Out> & { expected: string; parse:
 
 export { fail as invalidValue };
 
+/** A value inside a structured option is not repeated in the message. */
+const NOT_SHOWN = Symbol("not shown");
+
 function badValue(where: string, key: string, expected: string, got: unknown): never {
-  throw new LlamaError("ERR_INVALID_ARGUMENT", `${where}.${key} must be ${expected}; got ${describe(got)}`);
+  throw new LlamaError("ERR_INVALID_ARGUMENT", `${where}.${key} must be ${expected}${got === NOT_SHOWN ? "" : `; got ${describe(got)}`}`);
 }
 
 /**
@@ -229,7 +238,7 @@ function parseValue(spec: AnySpec, value: unknown, where: string, key: string, s
   try {
     parsed = spec.parse(value);
   } catch (err) {
-    if (err instanceof OptionValueError) badValue(where, key, err.expected, value);
+    if (err instanceof OptionValueError) badValue(where, `${key}${err.at}`, err.expected, err.at === "" ? value : NOT_SHOWN);
     throw err;
   }
   return spec.fields ? readOptions(spec.fields, parsed, `${where}.${key}`, settings) : parsed;

@@ -3,7 +3,7 @@ import { randomUUID } from "node:crypto";
 import type { ServerResponse } from "node:http";
 
 import type { ChatTemplate } from "../chat.js";
-import { ChatOutputParser, PieceTracker, grammarOptions, type ParsedChatOutput } from "../chat-tools.js";
+import { ChatOutputParser, PieceTracker, grammarOptions, renderOptions, type ParsedChatOutput } from "../chat-tools.js";
 import type { Context } from "../context.js";
 import type { EmbeddingContext } from "../embedding.js";
 import { LlamaError } from "../errors.js";
@@ -11,7 +11,7 @@ import type { FinishReason, GeneratedToken } from "../generation.js";
 import type { Model } from "../model.js";
 import { EventStream, HttpError, badField, sendJson } from "./http.js";
 import { chatParams, completionParams, type GenerationParams } from "./params.js";
-import { deltaOf, renderOptionsOf, replyMessage } from "./tools.js";
+import { deltaOf, replyMessage } from "./tools.js";
 import type { SessionPool } from "./pool.js";
 
 /** What the handlers work with; made by startServer(). */
@@ -75,15 +75,14 @@ export async function chatCompletions(state: ServerState, body: Record<string, u
   const rendered = await state.template.render(params.messages, {
     addGenerationPrompt: true,
     ...(params.variables ? { variables: params.variables } : {}),
-    ...(params.tools ? renderOptionsOf(params.tools) : {}),
+    ...(params.tools ? renderOptions(params.tools) : {}),
   });
   const tokens = state.model.tokenize(rendered.text, { addSpecial: true, parseSpecial: true });
   const endOfTurn = await state.template.endOfTurn();
   let parser: ChatOutputParser | undefined;
   if (params.tools && rendered.format) {
     parser = new ChatOutputParser(rendered.format, { parseToolCalls: params.tools.toolChoice !== "none" });
-    const budget = params.tools.reasoningBudget >= 0 ? { budget: params.tools.reasoningBudget } : {};
-    params.sampling = { ...params.sampling, ...grammarOptions(rendered.format, params.tools.toolChoice, budget) };
+    params.sampling = { ...params.sampling, ...grammarOptions(rendered.format, params.tools.toolChoice, params.tools.reasoning) };
   }
   await generate(state, "chat", params, tokens, [...rendered.stops, ...(endOfTurn ? [endOfTurn] : [])], "", res, signal, parser);
 }

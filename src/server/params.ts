@@ -8,9 +8,10 @@
 import type { ChatMessage, JsonValue } from "../chat.js";
 import { GENERATE_OPTIONS } from "../options/generate.js";
 import type { SamplingOptions } from "../options/sampling.js";
-import { OptionValueError, entriesOf, readOptions, setPath, type OptionTable, type ParsedOptions } from "../options/spec.js";
+import { fromFields } from "./fields.js";
 import { badField } from "./http.js";
-import { messageToolFields, toolParams, type ServerToolParams } from "./tools.js";
+import type { ToolPlan } from "../chat-tools.js";
+import { messageToolFields, toolParams } from "./tools.js";
 
 type Body = Record<string, unknown>;
 
@@ -34,7 +35,7 @@ export interface ChatParams extends GenerationParams {
   messages: ChatMessage[];
   variables: Record<string, JsonValue> | undefined;
   /** tools, tool_choice, parallel_tool_calls, reasoning_format (undefined when none is set). */
-  tools: ServerToolParams | undefined;
+  tools: ToolPlan | undefined;
 }
 
 function get(body: Body, key: string): unknown {
@@ -67,32 +68,6 @@ function object(body: Body, key: string): Body | undefined {
   if (v === undefined) return undefined;
   if (typeof v !== "object" || Array.isArray(v)) throw badField(key, `${key} must be an object`);
   return v as Body;
-}
-
-/**
- * The options of a table that request fields set (each entry's `field`), checked by the entry's
- * check, or by the field's own where the server's spelling differs (OpenAI's logit_bias, ...).
- */
-function fromFields<T extends OptionTable>(table: T, body: Body): ParsedOptions<T> {
-  const out: Record<string, unknown> = {};
-  for (const [path, spec] of entriesOf(table)) {
-    if (!spec.field) continue;
-    const { name, parse } = spec.field;
-    const v = get(body, name);
-    if (v === undefined) continue;
-    try {
-      setPath(out, path, (parse ?? spec.parse)(v));
-    } catch (err) {
-      if (err instanceof OptionValueError) throw badField(name, `${name} must be ${err.expected}`);
-      throw err;
-    }
-  }
-  if (out.jsonSchema === "") delete out.jsonSchema; // response_format { type: "text" }
-  try {
-    return readOptions(table, out, "request");
-  } catch (err) {
-    throw badField("request", (err as Error).message);
-  }
 }
 
 function common(body: Body, maxTokensAlias?: string): Omit<GenerationParams, "logprobs"> {
