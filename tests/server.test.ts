@@ -57,7 +57,7 @@ describe("OpenAI-compatible server", () => {
       model,
       port: 0,
       parallel: 4,
-      contextSize: 256,
+      contextSize: 1024, // the whole context, as llama-server's -c: 256 tokens per request
       threads: 2,
       apiKey: KEY,
       modelName: "llama-tiny",
@@ -86,6 +86,17 @@ describe("OpenAI-compatible server", () => {
     const response = await fetch(`${server.url}/health`);
     expect(response.status).toBe(200);
     expect(await response.json()).toMatchObject({ status: "ok", sessions: { total: 4, busy: 0, queued: 0 } });
+  });
+
+  it("contextSize is the whole context, divided among the parallel sequences (llama-server's -c with -np)", async () => {
+    const prompt = (n: number) => Array.from({ length: n }, (_, i) => 100 + (i % 50));
+    const post = (tokens: number[]) =>
+      fetch(`${server.url}/v1/completions`, { method: "POST", headers: auth, body: JSON.stringify({ model: "any", prompt: tokens, max_tokens: 1 }) });
+    expect((await post(prompt(250))).status).toBe(200);
+    const tooLong = await post(prompt(257));
+    expect(tooLong.status).toBe(400);
+    expect(((await tooLong.json()) as { error: { message: string } }).error.message).toContain("hold 256");
+    await expect(startServer({ model, port: 0, parallel: 4, contextSize: 3 })).rejects.toMatchObject({ code: "ERR_INVALID_ARGUMENT" });
   });
 
   it("lists the models", async () => {

@@ -32,8 +32,8 @@ function defaultText(spec: AnySpec): string {
 }
 
 /**
- * The flags of `table`'s entries (all, or those in `only`), with `overrides` replacing an entry's
- * help where a command means something more specific.
+ * The flags of `table`'s entries (all, or those in `only`), with `help` replacing an entry's
+ * help where a command means something more specific (and its default too, when it states one).
  */
 export function flagGroup<T extends OptionTable>(table: T, settings: { only?: ReadonlyArray<keyof T & string>; help?: Partial<Record<keyof T & string, string>> } = {}): FlagGroup<T> {
   const parseOptions: ParseOptions = {};
@@ -48,8 +48,10 @@ export function flagGroup<T extends OptionTable>(table: T, settings: { only?: Re
     for (const alias of spec.flag.aliases ?? []) aliases.set(alias, `--${name}`);
     const short = spec.flag.aliases?.length ? `${spec.flag.aliases.join(", ")}, ` : "    ";
     const names = `${short}--${name}${arg ? ` ${arg}` : ""}`;
-    const text = (path.length === 1 ? settings.help?.[path[0] as keyof T & string] : undefined) ?? spec.flag.help;
-    help.push(`  ${names.padEnd(28)} ${text}${defaultText(spec)}`);
+    const override = path.length === 1 ? settings.help?.[path[0] as keyof T & string] : undefined;
+    // An override that states its own default replaces the table's.
+    const text = override ?? spec.flag.help;
+    help.push(`  ${names.padEnd(28)} ${text}${override?.includes("(default") ? "" : defaultText(spec)}`);
     flagged.push([path, spec]);
   }
   return {

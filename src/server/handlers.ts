@@ -9,10 +9,11 @@ import type { EmbeddingContext } from "../embedding.js";
 import { LlamaError } from "../errors.js";
 import type { FinishReason, GeneratedToken } from "../generation.js";
 import type { Model } from "../model.js";
-import { EventStream, HttpError, badField, sendJson } from "./http.js";
+import { EventStream, HttpError, anySignal, badField, requestDeadline, sendJson } from "./http.js";
 import { chatParams, completionParams, type GenerationParams } from "./params.js";
 import { deltaOf, replyMessage } from "./tools.js";
 import type { SessionPool } from "./pool.js";
+import type { ServerMetrics } from "./metrics.js";
 
 /** What the handlers work with; made by startServer(). */
 export interface ServerState {
@@ -22,9 +23,15 @@ export interface ServerState {
   pool: SessionPool;
   template: ChatTemplate;
   created: number;
+  /** Counters and per-sequence state for /metrics, /slots and the responses' `timings`. */
+  metrics: ServerMetrics;
+  /** The opt-in operator endpoints that are on (ServerOptions.metrics, .slots). */
+  endpoints: { metrics: boolean; slots: boolean };
   /** The embedding context and the id of its model (made on first use). */
   embeddings(): Promise<{ context: EmbeddingContext; modelId: string }>;
   embeddingModelIds: string[];
+  /** The server's cap on max_tokens (ServerOptions.maxTokensCap); undefined: none. */
+  maxTokensCap?: number;
 }
 
 type Kind = "completion" | "chat";
@@ -37,6 +44,8 @@ function finishReason(reason: FinishReason | undefined): "stop" | "length" {
 /** Maps a library error to an HTTP error (a bad request, or the server's fault). */
 export function toHttpError(err: unknown): HttpError {
   if (err instanceof HttpError) return err;
+  // Stopped by a signal whose reason is an HttpError: a time limit, the server's shutdown.
+  if (err instanceof LlamaError && err.code === "ERR_ABORTED" && err.cause instanceof HttpError) return err.cause;
   if (err instanceof LlamaError) {
     switch (err.code) {
       case "ERR_CONTEXT_FULL":
@@ -87,7 +96,7 @@ export async function chatCompletions(state: ServerState, body: Record<string, u
   await generate(state, "chat", params, tokens, [...rendered.stops, ...(endOfTurn ? [endOfTurn] : [])], "", res, signal, parser);
 }
 
-async function generate(
+export async function generate(
   state: ServerState,
   kind: Kind,
   params: GenerationParams,
@@ -105,17 +114,29 @@ async function generate(
   const id = `${kind === "chat" ? "chatcmpl" : "cmpl"}-${randomUUID().replaceAll("-", "")}`;
   const created = Math.floor(Date.now() / 1000);
   const head = { id, object: kind === "chat" ? "chat.completion.chunk" : "text_completion", created, model: state.modelId };
-  const session = await state.pool.acquire(tokens, signal);
+  // The request's time limit: before the reply begins it ends the request (a 503, the deadline's
+  // reason); after, it ends the generation with what it has (finish_reason "length").
+  const deadline = requestDeadline(res);
+  const session = await state.pool.acquire(tokens, anySignal(signal, deadline));
+  const record = state.metrics.begin(session, tokens.length);
+  let unlisten = () => {};
   try {
-    await session.prompt(tokens, { signal });
+    record.prompted(await session.prompt(tokens, { signal: anySignal(signal, deadline) }));
     const stop = [...params.stop, ...templateStops];
+    const cap = state.maxTokensCap ?? capacity;
     const generation = session.generate({
       ...params.sampling,
-      maxTokens: Math.min(params.maxTokens ?? capacity, capacity - tokens.length),
+      maxTokens: Math.min(params.maxTokens ?? cap, cap, capacity - tokens.length),
       ...(stop.length > 0 ? { stop } : {}),
       ...(params.logprobs === undefined ? {} : { logprobs: params.logprobs === 0 ? true : params.logprobs }),
       signal,
     });
+    const stopAtDeadline = () => generation.abort();
+    deadline?.addEventListener("abort", stopAtDeadline, { once: true });
+    unlisten = () => deadline?.removeEventListener("abort", stopAtDeadline);
+    if (deadline?.aborted) generation.abort();
+    /** Why the generation ended; one stopped by the time limit was cut short, as at max_tokens. */
+    const ended = (): FinishReason | undefined => (generation.finishReason === "aborted" && deadline?.aborted ? "length" : generation.finishReason);
     const logprobs = new Logprobs(state.model, kind, params.logprobs !== undefined);
     let text = echo;
     let count = 0;
@@ -127,6 +148,7 @@ async function generate(
         else if (echo !== "") await stream.send({ ...head, choices: [{ index: 0, text: echo, logprobs: null, finish_reason: null }] });
         for await (const item of generation) {
           count++;
+          record.token(item.text);
           const lp = logprobs.add(item, text.length);
           text += item.text;
           if (parser) {
@@ -137,14 +159,16 @@ async function generate(
           const choice = kind === "chat" ? { index: 0, delta: { content: item.text }, logprobs: lp, finish_reason: null } : { index: 0, text: item.text, logprobs: lp, finish_reason: null };
           await stream.send({ ...head, choices: [choice] });
         }
-        let finish: string = finishReason(generation.finishReason);
+        let finish: string = finishReason(ended());
         if (parser) {
-          const final = await sendPieces(stream, head, parser, tracker, text, false, null, generation.finishReason !== "length");
-          finish = replyMessage(final, (i, p) => tracker.idOf(i, p), finishReason(generation.finishReason)).finish;
+          const final = await sendPieces(stream, head, parser, tracker, text, false, null, ended() !== "length");
+          finish = replyMessage(final, (i, p) => tracker.idOf(i, p), finishReason(ended())).finish;
         }
         const last = kind === "chat" ? { index: 0, delta: {}, logprobs: null, finish_reason: finish } : { index: 0, text: "", logprobs: null, finish_reason: finish };
-        await stream.send({ ...head, choices: [last] });
-        if (params.includeUsage) await stream.send({ ...head, choices: [], usage: usage(tokens.length, count) });
+        // llama-server's timings go in the last chunk.
+        const timings = record.timings();
+        await stream.send({ ...head, choices: [last], ...(params.includeUsage ? {} : { timings }) });
+        if (params.includeUsage) await stream.send({ ...head, choices: [], usage: usage(tokens.length, count), timings });
         stream.end();
       } catch (err) {
         // The status line is sent: the error goes into the stream, which then ends.
@@ -154,21 +178,24 @@ async function generate(
     }
     for await (const item of generation) {
       count++;
+      record.token(item.text);
       logprobs.add(item, text.length);
       text += item.text;
     }
-    let finish: string = finishReason(generation.finishReason);
+    let finish: string = finishReason(ended());
     let message: Record<string, unknown> = { role: "assistant", content: text };
     if (parser) {
-      const parsed = finalParse(parser, text, generation.finishReason !== "length");
-      ({ message, finish } = replyMessage(parsed, (i, p) => tracker.idOf(i, p), finishReason(generation.finishReason)));
+      const parsed = finalParse(parser, text, ended() !== "length");
+      ({ message, finish } = replyMessage(parsed, (i, p) => tracker.idOf(i, p), finishReason(ended())));
     }
     const choice =
       kind === "chat"
         ? { index: 0, message, logprobs: logprobs.all(), finish_reason: finish }
         : { index: 0, text, logprobs: logprobs.all(), finish_reason: finish };
-    sendJson(res, 200, { ...head, object: kind === "chat" ? "chat.completion" : "text_completion", choices: [choice], usage: usage(tokens.length, count) });
+    sendJson(res, 200, { ...head, object: kind === "chat" ? "chat.completion" : "text_completion", choices: [choice], usage: usage(tokens.length, count), timings: record.timings() });
   } finally {
+    unlisten();
+    record.end();
     state.pool.release(session);
   }
 }

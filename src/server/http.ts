@@ -11,9 +11,40 @@ export class HttpError extends Error {
     readonly type: string = status === 401 ? "authentication_error" : status >= 500 ? "server_error" : "invalid_request_error",
     readonly code: string | null = null,
     readonly param: string | null = null,
+    /** Headers sent with the error response (e.g. Retry-After with a 503). */
+    readonly headers: Readonly<Record<string, string>> = {},
   ) {
     super(message);
   }
+}
+
+/** A 503 the client may retry after `retryAfter` seconds (a full queue, a time limit, a shutdown). */
+export function unavailable(message: string, code: string, retryAfter: number): HttpError {
+  return new HttpError(503, message, "server_error", code, null, { "Retry-After": String(retryAfter) });
+}
+
+const deadlines = new WeakMap<ServerResponse, AbortSignal>();
+
+/** Sets a request's time limit: `signal` aborts (its reason an HttpError) when it has passed. */
+export function setRequestDeadline(res: ServerResponse, signal: AbortSignal): void {
+  deadlines.set(res, signal);
+}
+
+/** The signal of a request's time limit (see {@link setRequestDeadline}); undefined: none. */
+export function requestDeadline(res: ServerResponse): AbortSignal | undefined {
+  return deadlines.get(res);
+}
+
+/** A signal that aborts when any of `signals` does, with its reason. */
+export function anySignal(...signals: Array<AbortSignal | undefined>): AbortSignal {
+  const given = signals.filter((s): s is AbortSignal => s !== undefined);
+  if (given.length === 1) return given[0];
+  if (typeof AbortSignal.any === "function") return AbortSignal.any(given);
+  const controller = new AbortController();
+  const aborted = given.find((s) => s.aborted);
+  if (aborted) controller.abort(aborted.reason);
+  else for (const s of given) s.addEventListener("abort", () => controller.abort(s.reason), { once: true, signal: controller.signal });
+  return controller.signal;
 }
 
 /** A 400 for a bad request field. */
@@ -41,7 +72,7 @@ export function sendError(res: ServerResponse, error: HttpError, headers: Record
     res.destroy();
     return;
   }
-  sendJson(res, error.status, errorBody(error), headers);
+  sendJson(res, error.status, errorBody(error), { ...error.headers, ...headers });
 }
 
 /**

@@ -5,6 +5,9 @@
  * - `POST /v1/completions`, `POST /v1/chat/completions` (with `stream: true`: Server-Sent Events
  *   in OpenAI's chunk format, ended by `data: [DONE]`)
  * - `POST /v1/embeddings`
+ * - llama-server's operator endpoints (src/server/endpoints.ts): `GET /props`, `POST /tokenize`,
+ *   `/detokenize`, `/apply-template`, `/infill`, and with `metrics` / `slots`, `GET /metrics`
+ *   (src/server/metrics.ts) and `GET /slots`
  *
  * One context with `parallel` sequences serves every request: each request borrows a session of
  * it (waiting when all are busy), and the context's decode thread decodes the tokens of all the
@@ -29,15 +32,23 @@ import { CONTEXT_OPTIONS, type ContextOptions } from "../options/context.js";
 import type { LoadModelOptions } from "../options/load.js";
 import { optionKeys, rejectUnknownKeys } from "../options/suggest.js";
 import { chatCompletions, completions, embeddings, listModels, toHttpError, type ServerState } from "./handlers.js";
-import { HttpError, readJsonObject, sendError, sendJson } from "./http.js";
+import { HttpError, readJsonObject, sendError, sendJson, setRequestDeadline, unavailable } from "./http.js";
 import { SessionPool } from "./pool.js";
+import { applyTemplate, detokenize, getMetrics, getProps, getSlots, infill, tokenize } from "./endpoints.js";
+import { ServerMetrics } from "./metrics.js";
 
 /**
- * The server's settings. Beside its own, it takes the context options (`contextSize`: tokens each
- * request's session holds, prompt and reply; `threads`, `batchSize`, `kvCacheType`, ...); the
- * context has `parallel` sequences.
+ * The server's settings. Beside its own, it takes the context options (`threads`, `batchSize`,
+ * `kvCacheType`, ...); the context has `parallel` sequences, and `contextSize` is the whole
+ * context, as llama-server's `-c`.
  */
-export interface ServerOptions extends Omit<ContextOptions, "sequences"> {
+export interface ServerOptions extends Omit<ContextOptions, "sequences" | "contextSize"> {
+  /**
+   * Tokens of the whole context, divided among the `parallel` sequences as llama-server's `-c`
+   * with `-np`: each request's session holds `floor(contextSize / parallel)` tokens, prompt and
+   * reply (default: the model's training context, at most 4096, for each sequence).
+   */
+  contextSize?: number;
   /** The model to serve: a loaded Model, or the path of a GGUF file (loaded, and freed on close). */
   model: Model | string;
   /** How to load `model` when it is a path (e.g. `{ gpuLayers: "max" }`). */
@@ -60,8 +71,47 @@ export interface ServerOptions extends Omit<ContextOptions, "sequences"> {
   embeddingModel?: Model | string;
   /** Largest request body accepted, in bytes (default 1 MiB; larger: 413). */
   maxBodyBytes?: number;
-  /** Called with one line per request (method, path, status, milliseconds). */
+  /**
+   * Called with one line per request (method, path, status, milliseconds), and with the warning
+   * about listening beyond this machine without an `apiKey` (default for that: stderr).
+   */
   log?: (line: string) => void;
+  /**
+   * Requests that may wait for a session at once (default 256; 0: none wait). A request that
+   * finds the line full gets a 503 (code "queue_full") with `Retry-After`.
+   */
+  maxQueue?: number;
+  /**
+   * Time limit of a request, in milliseconds from its arrival (default 600000, llama-server's
+   * `--timeout`; 0: none). A body not received by then: 408. No reply begun by then (waiting for
+   * a session, or reading the prompt): 503 (code "timeout", `Retry-After`). A reply under way
+   * ends there, with finish_reason "length".
+   */
+  requestTimeout?: number;
+  /**
+   * Most tokens a reply may have: a request asking more (max_tokens, max_completion_tokens) gets
+   * this many, and one that asks none gets this as its limit (default: none, the session's room).
+   */
+  maxTokensCap?: number;
+  /**
+   * Origins allowed to call the server from a browser (CORS): "*" for any, or the list of
+   * origins (e.g. "http://localhost:3000"). Sets Access-Control-Allow-Origin and answers
+   * preflight OPTIONS requests. Default: none (no CORS headers).
+   */
+  cors?: string | string[];
+  /** Serve GET /metrics (Prometheus text, llama-server's metric names; default false: 501). */
+  metrics?: boolean;
+  /** Serve GET /slots (each sequence's state; default false: 501). */
+  slots?: boolean;
+}
+
+/** How {@link RunningServer.close} ends the requests that run. */
+export interface CloseOptions {
+  /**
+   * Milliseconds the running requests have to finish before they are cancelled (default 0:
+   * cancelled at once). Meanwhile, new requests get a 503 (code "shutting_down").
+   */
+  drain?: number;
 }
 
 /** A server started by {@link startServer}: where it listens, and how to stop it. */
@@ -69,8 +119,12 @@ export interface RunningServer {
   /** e.g. "http://127.0.0.1:8080" */
   url: string;
   port: number;
-  /** Stops listening, ends running requests, and frees what the server loaded. */
-  close(): Promise<void>;
+  /**
+   * Stops listening (new requests get a 503), lets running requests finish for up to `drain`
+   * milliseconds, cancels the rest (a 503, or an error event in a stream), and frees what the
+   * server loaded. Later calls return the first call's promise.
+   */
+  close(options?: CloseOptions): Promise<void>;
 }
 
 function modelIdOf(model: Model): string {
@@ -89,7 +143,18 @@ const SERVER_KEYS = optionKeys<Omit<ServerOptions, keyof ContextOptions>>({
   embeddingModel: true,
   maxBodyBytes: true,
   log: true,
+  maxQueue: true,
+  requestTimeout: true,
+  maxTokensCap: true,
+  cors: true,
+  metrics: true,
+  slots: true,
 });
+
+/** Default of `maxQueue`. */
+export const DEFAULT_MAX_QUEUE = 256;
+/** Default of `requestTimeout` (llama-server's `--timeout`, 600 s). */
+export const DEFAULT_REQUEST_TIMEOUT = 600_000;
 
 function checkOptions(options: ServerOptions): void {
   if (options === null || typeof options !== "object") invalidArgument("options", "an object", options);
@@ -100,6 +165,29 @@ function checkOptions(options: ServerOptions): void {
   if (maxBodyBytes !== undefined && (!Number.isInteger(maxBodyBytes) || maxBodyBytes < 1)) invalidArgument("maxBodyBytes", "a positive integer", maxBodyBytes);
   if (apiKey !== undefined && (typeof apiKey !== "string" || apiKey === "")) invalidArgument("apiKey", "a non-empty string", apiKey);
   if (host !== undefined && (typeof host !== "string" || host === "")) invalidArgument("host", "a non-empty string", host);
+  const { maxQueue, requestTimeout, maxTokensCap, cors, log } = options;
+  if (maxQueue !== undefined && maxQueue !== Infinity && (!Number.isInteger(maxQueue) || maxQueue < 0)) invalidArgument("maxQueue", "a non-negative integer or Infinity", maxQueue);
+  if (requestTimeout !== undefined && (!Number.isInteger(requestTimeout) || requestTimeout < 0 || requestTimeout > 2 ** 31 - 1)) {
+    invalidArgument("requestTimeout", "an integer number of milliseconds from 0 (none) to 2147483647", requestTimeout);
+  }
+  if (maxTokensCap !== undefined && (!Number.isInteger(maxTokensCap) || maxTokensCap < 1)) invalidArgument("maxTokensCap", "a positive integer", maxTokensCap);
+  if (cors !== undefined) {
+    const origins = typeof cors === "string" ? [cors] : cors;
+    if (!Array.isArray(origins) || origins.length === 0 || origins.some((o) => typeof o !== "string" || !/^(\*|https?:\/\/[^\s/]+)$/i.test(o))) {
+      invalidArgument("cors", 'an origin ("*" or "http(s)://host[:port]") or a non-empty array of them', cors);
+    }
+  }
+  if (log !== undefined && typeof log !== "function") invalidArgument("log", "a function", log);
+  for (const key of ["metrics", "slots"] as const) if (options[key] !== undefined && typeof options[key] !== "boolean") invalidArgument(key, "a boolean", options[key]);
+}
+
+/** Each sequence's share of the whole context (llama-server's -c divided by -np); none given: the context's default. */
+function perSequence(contextSize: number | undefined, parallel: number): { contextSize?: number } {
+  if (contextSize === undefined) return {};
+  if (!Number.isInteger(contextSize) || contextSize < parallel) {
+    invalidArgument("contextSize", `an integer of at least parallel (${parallel}): the whole context, divided among the sequences`, contextSize);
+  }
+  return { contextSize: Math.floor(contextSize / parallel) };
 }
 
 /** Starts the server; resolves once it listens. */
@@ -116,10 +204,10 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     if (typeof options.model === "string") owned.push(model);
     const parallel = options.parallel ?? 4;
     const contextOptions: Record<string, unknown> = {};
-    for (const key of Object.keys(CONTEXT_OPTIONS)) if (key !== "sequences") contextOptions[key] = options[key as keyof ServerOptions];
-    const context = await model.createContext({ ...contextOptions, sequences: parallel });
+    for (const key of Object.keys(CONTEXT_OPTIONS)) if (key !== "sequences" && key !== "contextSize") contextOptions[key] = options[key as keyof ServerOptions];
+    const context = await model.createContext({ ...contextOptions, ...perSequence(options.contextSize, parallel), sequences: parallel });
     cleanups.push(() => context.dispose());
-    const pool = new SessionPool(context, parallel);
+    const pool = new SessionPool(context, parallel, { maxQueue: options.maxQueue ?? DEFAULT_MAX_QUEUE });
     cleanups.push(() => pool.close());
     const template = new ChatTemplate(model, options.chatTemplate === undefined ? {} : { template: options.chatTemplate });
 
@@ -132,7 +220,10 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       context,
       pool,
       template,
+      maxTokensCap: options.maxTokensCap,
       created: Math.floor(Date.now() / 1000),
+      metrics: new ServerMetrics(parallel, context.contextSize),
+      endpoints: { metrics: options.metrics ?? false, slots: options.slots ?? false },
       embeddingModelIds,
       embeddings: () => {
         embedding ??= (async () => {
@@ -165,23 +256,97 @@ function keyMatches(header: string | undefined, key: string): boolean {
   return timingSafeEqual(digest(match[1].trim()), digest(key));
 }
 
+/** How long a request cancelled by close() has to send its 503 before its connection is cut. */
+const CANCEL_GRACE_MS = 1000;
+/** How long a reply may run past its time limit (a client that does not read) before it is cut. */
+const DEADLINE_GRACE_MS = 5000;
+const CORS_METHODS = "GET, POST, OPTIONS";
+const CORS_HEADERS = "Authorization, Content-Type";
+
+function isLoopback(address: string): boolean {
+  return address.startsWith("127.") || address === "::1" || address.startsWith("::ffff:127.");
+}
+
+/** The Access-Control-Allow-Origin of a request from `origin` (undefined: not allowed). */
+function allowedOrigin(origin: string | undefined, allowed: string[]): string | undefined {
+  if (allowed.includes("*")) return "*";
+  if (origin === undefined) return undefined;
+  return allowed.find((a) => a.toLowerCase() === origin.toLowerCase()) === undefined ? undefined : origin;
+}
+
+function checkCloseOptions(options: CloseOptions): number {
+  if (options === null || typeof options !== "object") invalidArgument("close options", "an object", options);
+  rejectUnknownKeys("close options", options, ["drain"]);
+  const drain = options.drain ?? 0;
+  if (!Number.isInteger(drain) || drain < 0 || drain > 2 ** 31 - 1) invalidArgument("drain", "an integer number of milliseconds from 0 to 2147483647", drain);
+  return drain;
+}
+
 async function listen(state: ServerState, options: ServerOptions, release: () => void): Promise<RunningServer> {
   const limit = options.maxBodyBytes ?? 1 << 20;
+  const timeLimit = options.requestTimeout ?? DEFAULT_REQUEST_TIMEOUT;
+  const cors = options.cors === undefined ? undefined : typeof options.cors === "string" ? [options.cors] : [...options.cors];
+  // Each running request's controller: aborted when its client goes away (no reason), or with an
+  // HttpError as reason when close() cancels it.
   const requests = new Set<AbortController>();
+  const idle: Array<() => void> = [];
+  let draining = false;
   const server = http.createServer((req, res) => {
     const started = Date.now();
     const controller = new AbortController();
     requests.add(controller);
+    const timers: NodeJS.Timeout[] = [];
     res.on("close", () => {
+      for (const t of timers) clearTimeout(t);
       if (!res.writableFinished) controller.abort();
       requests.delete(controller);
+      if (requests.size === 0) for (const f of idle.splice(0)) f();
       options.log?.(`${req.method} ${req.url} ${res.statusCode} ${Date.now() - started}ms`);
     });
+    if (cors) {
+      const origin = allowedOrigin(req.headers.origin, cors);
+      if (origin !== undefined) {
+        res.setHeader("Access-Control-Allow-Origin", origin);
+        res.setHeader("Access-Control-Expose-Headers", "Retry-After");
+      }
+      if (!cors.includes("*")) res.setHeader("Vary", "Origin");
+    }
+    if (draining) {
+      sendError(res, unavailable("The server is shutting down and takes no new requests", "shutting_down", 5), { Connection: "close" });
+      return;
+    }
+    if (cors && req.method === "OPTIONS") {
+      // A browser's preflight: it carries no API key, and is answered before the key is checked.
+      res.writeHead(204, {
+        "Access-Control-Allow-Methods": CORS_METHODS,
+        "Access-Control-Allow-Headers": req.headers["access-control-request-headers"] ?? CORS_HEADERS,
+        "Access-Control-Max-Age": "86400",
+      });
+      res.end();
+      return;
+    }
+    if (timeLimit > 0) {
+      const deadline = new AbortController();
+      setRequestDeadline(res, deadline.signal);
+      timers.push(
+        setTimeout(() => {
+          if (!req.complete) {
+            // The client has not sent its whole body in time: a 408, and the connection closes.
+            sendError(res, new HttpError(408, `The request body did not arrive within the time limit of ${timeLimit} ms`, "invalid_request_error", "request_timeout"), { Connection: "close" });
+          }
+          deadline.abort(unavailable(`The request's reply did not begin within the server's time limit of ${timeLimit} ms (waiting for a session, or reading the prompt)`, "timeout", 1));
+          // A reply that still runs (its client reads too slowly to let it end) is cut.
+          timers.push(setTimeout(() => res.destroy(), DEADLINE_GRACE_MS));
+        }, timeLimit),
+      );
+    }
     handle(state, req, res, controller.signal, limit, options.apiKey).catch((err: unknown) => {
-      if (controller.signal.aborted) return;
-      const error = toHttpError(err);
-      // After a 413, the rest of the body is not read: the connection is closed.
-      sendError(res, error, error.status === 413 ? { Connection: "close" } : {});
+      const cancelled = controller.signal.reason;
+      // A client that went away gets nothing; a request that close() cancelled gets its 503.
+      if (controller.signal.aborted && !(cancelled instanceof HttpError)) return;
+      const error = cancelled instanceof HttpError ? cancelled : toHttpError(err);
+      // After a 413 or 408, the rest of the body is not read: the connection is closed.
+      sendError(res, error, error.status === 413 || error.status === 408 ? { Connection: "close" } : {});
     });
   });
   server.on("clientError", (_err, socket) => {
@@ -197,16 +362,55 @@ async function listen(state: ServerState, options: ServerOptions, release: () =>
   });
   const address = server.address() as AddressInfo;
   const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
+  if (options.apiKey === undefined && !isLoopback(address.address)) {
+    const warn = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+    warn(`llama-napi: warning: listening on ${host}:${address.port}, reachable beyond this machine, without an API key: anyone who reaches it can use it (set apiKey, --api-key or LLAMA_NAPI_API_KEY)`);
+  }
+  /** Resolves when no request runs, or after `ms`. */
+  const settled = (ms: number) =>
+    requests.size === 0
+      ? Promise.resolve()
+      : new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, ms);
+          idle.push(() => {
+            clearTimeout(timer);
+            resolve();
+          });
+        });
   let closing: Promise<void> | undefined;
+  // The end of the drain; a later close() with a shorter drain brings it forward.
+  let drainUntil = Infinity;
+  let wakeDrain = () => {};
   return {
     url: `http://${host}:${address.port}`,
     port: address.port,
-    close: () => {
-      closing ??= new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        for (const c of requests) c.abort();
+    close: (closeOptions: CloseOptions = {}) => {
+      let drain: number;
+      try {
+        drain = checkCloseOptions(closeOptions);
+      } catch (err) {
+        return Promise.reject(err);
+      }
+      if (Date.now() + drain < drainUntil) {
+        drainUntil = Date.now() + drain;
+        wakeDrain();
+      }
+      closing ??= (async () => {
+        draining = true;
+        const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
+        server.closeIdleConnections();
+        while (requests.size > 0 && Date.now() < drainUntil) {
+          await new Promise<void>((resolve) => {
+            wakeDrain = resolve;
+            void settled(drainUntil - Date.now()).then(resolve);
+          });
+        }
+        const cancelled = unavailable("The server is shutting down: the request was cancelled", "shutting_down", 5);
+        for (const c of requests) c.abort(cancelled);
+        await settled(CANCEL_GRACE_MS);
         server.closeAllConnections();
-      }).finally(release);
+        await stopped;
+      })().finally(release);
       return closing;
     },
   };
@@ -238,6 +442,13 @@ async function handle(
     "/v1/completions": { method: "POST", run: async () => completions(state, await readJsonObject(req, limit), res, signal) },
     "/v1/chat/completions": { method: "POST", run: async () => chatCompletions(state, await readJsonObject(req, limit), res, signal) },
     "/v1/embeddings": { method: "POST", run: async () => embeddings(state, await readJsonObject(req, limit), res) },
+    "/metrics": { method: "GET", run: async () => getMetrics(state, res) },
+    "/slots": { method: "GET", run: async () => getSlots(state, url, res) },
+    "/props": { method: "GET", run: async () => getProps(state, res) },
+    "/tokenize": { method: "POST", run: async () => tokenize(state, await readJsonObject(req, limit), res) },
+    "/detokenize": { method: "POST", run: async () => detokenize(state, await readJsonObject(req, limit), res) },
+    "/apply-template": { method: "POST", run: async () => applyTemplate(state, await readJsonObject(req, limit), res) },
+    "/infill": { method: "POST", run: async () => infill(state, await readJsonObject(req, limit), res, signal) },
   };
   const target = routes[route];
   if (!target) throw new HttpError(404, `Unknown endpoint ${route}`, "invalid_request_error", "not_found");
