@@ -61,8 +61,8 @@ beforeAll(() => {
   // The compiled package (a copy: its own folder is the package root), and links to the addon,
   // the GPT-2 vocabulary the fallback model uses and the dependencies.
   fs.cpSync(path.join(repoRoot, "dist"), path.join(checkout, "dist"), { recursive: true });
-  for (const dir of ["build", "vendor", "node_modules"]) {
-    fs.symlinkSync(path.join(repoRoot, dir), path.join(checkout, dir), "dir");
+  for (const dir of ["build", "prebuilds", "vendor", "node_modules"]) {
+    if (fs.existsSync(path.join(repoRoot, dir))) fs.symlinkSync(path.join(repoRoot, dir), path.join(checkout, dir), "dir");
   }
   expect(fs.existsSync(path.join(tmp, "shared"))).toBe(false);
 });
