@@ -18,6 +18,7 @@
 #include <condition_variable>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -26,7 +27,9 @@
 #include <unordered_map>
 #include <vector>
 
+#include "EngineMedia.h"
 #include "Model.h"
+#include "Projector.h"
 #include "Sampler.h"
 #include "TextStream.h"
 #include "Trace.h"
@@ -45,6 +48,15 @@ struct SeqState {
   float* logits = nullptr;          // n_vocab floats in a JS ArrayBuffer the session keeps alive
   uint64_t nDecoded = 0;            // tokens decoded for this sequence so far
   bool busy = false;                // JS thread only: a job for this sequence is in flight
+  // The media chunks of the history, by the position they start at; their positions hold
+  // kMediaToken in `tokens` (native/EngineMedia.cc).
+  std::map<size_t, std::shared_ptr<MediaChunk>> media;
+
+  // The media chunk that covers position `pos`, if any.
+  const MediaChunk* MediaAt(size_t pos, size_t* start = nullptr) const;
+  // `length` moved back to the start of a media chunk it would cut, or leave at the end of the
+  // history (media chunks give no logits); the media from there on dropped. Returns the length.
+  size_t CutMedia(size_t length);
 };
 
 enum class FinishReason { None, Eog, Length, Stop, Aborted, ContextFull, Error };
@@ -153,12 +165,18 @@ class Engine : public std::enable_shared_from_this<Engine> {
   // Engine thread (inside a task): appends `input` to seq and evaluates it, then evaluates the
   // whole history again in a capture context (flash attention off, graph callback on).
   Failure RunTrace(SeqState& seq, const std::vector<llama_token>& input, const TraceRequest& req, TraceResult& out);
+  Failure TraceMedia(llama_context* tctx, const MediaChunk& media, size_t start);
   // Engine thread (inside a task): applies LoRA adapters (loaded once per model and path).
   Failure RunSetLora(const std::vector<std::pair<std::string, float>>& adapters);
   // Engine thread (inside a task): embeddings of `texts` (an embeddings context).
   Failure RunEmbed(const std::vector<std::vector<llama_token>>& texts, bool normalize, EmbedResult& out);
   // Engine thread (inside a task): evaluates seq's pending tokens at once, keeping its logits.
   Failure EvalNow(SeqState& seq);
+  // Engine thread: decodes seq's tokens [nKv, end) in batches (logits for the history's last
+  // token when `end` reaches it); on failure nKv stays after the last batch that worked.
+  Failure DecodeRun(SeqState& seq, size_t end);
+  // Engine thread (inside a task): a prompt with images or audio (native/EngineMedia.cc).
+  Failure RunMediaPrompt(SeqState& seq, MediaPrompt& prompt, const std::atomic<bool>& aborted);
 
   // Makes seq ready to produce next-token logits: a session whose logits are stale gets its
   // last token evaluated again. Returns false when the session is empty.
@@ -257,6 +275,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
   std::unique_ptr<compat::Batch> batch_;
   std::atomic<Job*> soleJob_{nullptr};
   compat::ContextPtr traceCtx_;  // created by the first trace
+  uint32_t traceBatch_ = 0;      // its batch size (a media chunk needs its whole length)
   // The LoRA adapters in use (RunSetLora), to go back to when new ones cannot run.
   std::vector<llama_adapter_lora*> loraHandles_;
   std::vector<float> loraScales_;

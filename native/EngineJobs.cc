@@ -26,6 +26,7 @@ void Engine::ReleaseSeq(std::shared_ptr<SeqState> seq, Napi::Reference<Napi::Arr
   job->run = [](llama_context* ctx, TaskJob& t) {
     compat::SeqRemove(ctx, t.seq->id, -1, -1);
     t.seq->tokens.clear();
+    t.seq->media.clear();
     t.seq->nKv = 0;
     t.seq->logits = nullptr;
     return Failure{};

@@ -117,10 +117,12 @@ llama_token Engine::SelectToken(GenJob& gen, const float* logits) {
 bool Engine::ShiftContext(GenJob& gen) {
   SeqState& seq = *gen.seq;
   const size_t keep = static_cast<size_t>(std::max(gen.shiftKeep, 0));
-  if (gen.shiftKeep < 0 || learnedPositions_ || !compat::CanShift(ctx_.get()) || keep + 2 > seq.tokens.size()) {
+  if (gen.shiftKeep < 0 || learnedPositions_ || !compat::CanShift(ctx_.get()) || keep + 2 > seq.tokens.size() || !seq.media.empty()) {
     std::string why = learnedPositions_
                           ? " This model has learned absolute positions (like GPT-2), so its context cannot be shifted."
-                          : gen.shiftKeep < 0 ? " Pass contextShift to drop old tokens instead." : "";
+                      : !seq.media.empty() ? " A session holding images or audio is not shifted."
+                      : gen.shiftKeep < 0  ? " Pass contextShift to drop old tokens instead."
+                                           : "";
     FinishGen(gen, FinishReason::ContextFull,
               {"ERR_CONTEXT_FULL", "The session is full: it holds " + std::to_string(seq.tokens.size()) +
                                        " tokens, all its context has room for. Rewind or truncate the session, or "

@@ -16,12 +16,11 @@ constexpr uint32_t kTraceBatch = 64;  // every row outputs logits: keep the outp
 
 }  // namespace
 
-Failure Engine::EvalNow(SeqState& seq) {
+Failure Engine::DecodeRun(SeqState& seq, size_t end) {
   compat::Batch& batch = *batch_;
-  SyncSeq(seq);
-  while (seq.nKv < seq.tokens.size()) {
+  while (seq.nKv < end) {
     batch.Clear();
-    const size_t n = std::min<size_t>(nBatch_, seq.tokens.size() - seq.nKv);
+    const size_t n = std::min<size_t>(nBatch_, end - seq.nKv);
     for (size_t k = 0; k < n; k++) {
       const size_t pos = seq.nKv + k;
       batch.Add(seq.tokens[pos], static_cast<llama_pos>(pos), seq.id, pos + 1 == seq.tokens.size());
@@ -29,16 +28,56 @@ Failure Engine::EvalNow(SeqState& seq) {
     const int32_t ret = llama_decode(ctx_.get(), batch.Get());
     stats_.decodeCalls++;
     stats_.tokensDecoded += n;
-    if (ret != 0) {
-      seq.tokens.resize(seq.nKv);
-      seq.needTrim = true;
-      return {"ERR_DECODE", "llama_decode failed with code " + std::to_string(ret)};
-    }
+    if (ret != 0) return {"ERR_DECODE", "llama_decode failed with code " + std::to_string(ret)};
     seq.nKv += n;
     seq.nDecoded += n;
   }
+  return {};
+}
+
+Failure Engine::EvalNow(SeqState& seq) {
+  SyncSeq(seq);
+  if (Failure f = DecodeRun(seq, seq.tokens.size()); !f.ok()) {
+    seq.tokens.resize(seq.nKv);
+    seq.needTrim = true;
+    return f;
+  }
   std::memcpy(seq.logits, llama_get_logits_ith(ctx_.get(), -1), sizeof(float) * static_cast<size_t>(model_->nVocab));
   seq.logitsValid = true;
+  return {};
+}
+
+// The capture pass over one media chunk: the projector's embeddings decoded as one batch (every
+// row an output), with causal attention off where libmtmd turns it off for the chunk.
+Failure Engine::TraceMedia(llama_context* tctx, const MediaChunk& media, size_t start) {
+  std::shared_ptr<Projector> projector = model_->projector();
+  if (!projector) return {"ERR_STATE", "The model's projector is gone"};
+  const int32_t width = llama_model_n_embd_inp(model_->model.get());
+  const size_t n = media.nTokens;
+  std::vector<float> embd;
+  bool nonCausal = false;
+  {
+    std::lock_guard<std::mutex> lk(projector->mu);
+    if (mtmd_encode_chunk(projector->ctx.get(), media.chunk.get()) != 0) return {"ERR_DECODE", "The projector failed to encode a media chunk while tracing"};
+    const float* out = mtmd_get_output_embd(projector->ctx.get());
+    embd.assign(out, out + n * static_cast<size_t>(width));
+    nonCausal = mtmd_decode_use_non_causal(projector->ctx.get(), media.chunk.get());
+  }
+  llama_batch batch = llama_batch_init(static_cast<int32_t>(n), width, 1);
+  std::memcpy(batch.embd, embd.data(), embd.size() * sizeof(float));
+  for (size_t k = 0; k < n; k++) {
+    batch.pos[k] = static_cast<llama_pos>(start + k);
+    batch.n_seq_id[k] = 1;
+    batch.seq_id[k][0] = 0;
+    batch.logits[k] = 1;
+  }
+  batch.n_tokens = static_cast<int32_t>(n);
+  traceCapture_.SetChunk(start);
+  if (nonCausal) llama_set_causal_attn(tctx, false);
+  const int32_t ret = llama_decode(tctx, batch);
+  if (nonCausal) llama_set_causal_attn(tctx, true);
+  llama_batch_free(batch);
+  if (ret != 0) return {"ERR_DECODE", "llama_decode failed with code " + std::to_string(ret) + " on a media chunk while tracing"};
   return {};
 }
 
@@ -54,11 +93,16 @@ Failure Engine::RunTrace(SeqState& seq, const std::vector<llama_token>& input, c
   if (!evaluated.ok()) return evaluated;
 
   const llama_model* model = model_->model.get();
+  // A media chunk is evaluated in one batch when its attention is not causal (libmtmd's rule).
+  uint32_t traceBatch = kTraceBatch;
+  for (const auto& [at, chunk] : seq.media) traceBatch = std::max<uint32_t>(traceBatch, static_cast<uint32_t>(chunk->nTokens));
+  if (traceCtx_ && traceBatch > traceBatch_) traceCtx_.reset();
   if (!traceCtx_) {
     llama_context_params p = params_;
     p.n_ctx = capacity_;
     p.n_seq_max = 1;
-    p.n_batch = p.n_ubatch = kTraceBatch;
+    p.n_batch = p.n_ubatch = traceBatch;
+    traceBatch_ = traceBatch;
     p.n_outputs_max = 0;
     p.n_outputs_max_per_seq = 0;
     p.kv_unified = false;
@@ -81,6 +125,7 @@ Failure Engine::RunTrace(SeqState& seq, const std::vector<llama_token>& input, c
   const std::vector<llama_token>& all = seq.tokens;
   out.tokens = all;
   out.firstNew = firstNew;
+  for (const auto& [at, chunk] : seq.media) out.media.push_back({at, chunk->nTokens, chunk->audio});
   out.nLayer = llama_model_n_layer(model);
   out.nHead = llama_model_n_head(model);
   out.nHeadKv = llama_model_n_head_kv(model);
@@ -91,9 +136,20 @@ Failure Engine::RunTrace(SeqState& seq, const std::vector<llama_token>& input, c
   }
   traceCapture_.Begin(req, &out, firstNew, all.size());
   compat::Batch batch(static_cast<int32_t>(kTraceBatch));
-  for (size_t start = 0; start < all.size(); start += kTraceBatch) {
+  for (size_t start = 0; start < all.size();) {
+    auto media = seq.media.find(start);
+    if (media != seq.media.end()) {
+      if (Failure f = TraceMedia(tctx, *media->second, start); !f.ok()) {
+        traceCapture_.End();
+        return f;
+      }
+      start += media->second->nTokens;
+      continue;
+    }
+    auto next = seq.media.upper_bound(start);
+    const size_t end = next == seq.media.end() ? all.size() : next->first;
     batch.Clear();
-    const size_t n = std::min<size_t>(kTraceBatch, all.size() - start);
+    const size_t n = std::min<size_t>(kTraceBatch, end - start);
     // Every row is an output, so that the last layer keeps every row of its residual.
     for (size_t k = 0; k < n; k++) batch.Add(all[start + k], static_cast<llama_pos>(start + k), 0, true);
     traceCapture_.SetChunk(start);
@@ -102,6 +158,7 @@ Failure Engine::RunTrace(SeqState& seq, const std::vector<llama_token>& input, c
       traceCapture_.End();
       return {"ERR_DECODE", "llama_decode failed with code " + std::to_string(ret) + " while tracing"};
     }
+    start += n;
   }
   traceCapture_.End();
   const float* last = llama_get_logits_ith(tctx, -1);

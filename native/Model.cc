@@ -232,6 +232,9 @@ Napi::Function ModelWrap::Init(Napi::Env env) {
                          InstanceMethod<&ModelWrap::Metadata>("metadata"),
                          InstanceMethod<&ModelWrap::EmbeddingRows>("embeddingRows"),
                          InstanceMethod<&ModelWrap::Tensors>("tensors"),
+                         InstanceMethod<&ModelWrap::LoadProjector>("loadProjector"),
+                         InstanceMethod<&ModelWrap::ProjectorInfo>("projectorInfo"),
+                         InstanceMethod<&ModelWrap::EncodeMedia>("encodeMedia"),
                          InstanceMethod<&ModelWrap::Dispose>("dispose"),
                      });
 }

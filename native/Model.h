@@ -9,6 +9,7 @@
 #include <mutex>
 
 #include "ModelTensors.h"
+#include "Projector.h"
 #include "llama_compat.h"
 
 namespace llama_napi {
@@ -31,13 +32,27 @@ struct ModelHandle {
   std::atomic<bool> broken{false};
   // The weights stay in llama.cpp's read-only mapping of the file (use_mmap): not trainable.
   bool mappedWeights = false;
+  // The multimodal projector (model.loadProjector()); set on the JS thread, read by engines.
+  std::shared_ptr<Projector> projector() const {
+    std::lock_guard<std::mutex> lk(projectorMu);
+    return projector_;
+  }
+  void setProjector(std::shared_ptr<Projector> p) {
+    std::lock_guard<std::mutex> lk(projectorMu);
+    projector_ = std::move(p);
+  }
 
   ModelHandle() = default;
   ModelHandle(const ModelHandle&) = delete;
   ModelHandle& operator=(const ModelHandle&) = delete;
   ~ModelHandle() {
+    projector_.reset();  // before the model it was made for
     if (broken.load()) (void)model.release();
   }
+
+ private:
+  mutable std::mutex projectorMu;
+  std::shared_ptr<Projector> projector_;
 };
 
 class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
@@ -73,6 +88,9 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   Napi::Value Metadata(const Napi::CallbackInfo& info);
   Napi::Value EmbeddingRows(const Napi::CallbackInfo& info);
   Napi::Value Tensors(const Napi::CallbackInfo& info);
+  Napi::Value LoadProjector(const Napi::CallbackInfo& info);  // native/ModelProjector.cc
+  Napi::Value ProjectorInfo(const Napi::CallbackInfo& info);
+  Napi::Value EncodeMedia(const Napi::CallbackInfo& info);
   void Dispose(const Napi::CallbackInfo& info);
 
   llama_token CheckedToken(Napi::Env env, const Napi::Value& v) const;

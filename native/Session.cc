@@ -20,6 +20,7 @@ Napi::Function SessionWrap::Init(Napi::Env env) {
   return DefineClass(env, "NativeSession",
                      {
                          InstanceMethod<&SessionWrap::Prompt>("prompt"),
+                         InstanceMethod<&SessionWrap::PromptMedia>("promptMedia"),
                          InstanceMethod<&SessionWrap::Logits>("logits"),
                          InstanceMethod<&SessionWrap::Generate>("generate"),
                          InstanceMethod<&SessionWrap::SetPaused>("setPaused"),
@@ -114,6 +115,8 @@ Napi::Value SessionWrap::Prompt(const Napi::CallbackInfo& info) {
     }
     if (!(input.size() == seq.tokens.size() && common == input.size())) seq.logitsValid = false;
     seq.tokens.assign(input.begin(), input.end());
+    // Token ids never equal a media position, so no media chunk is within the common prefix.
+    seq.media.clear();
   }
   if (seq.nKv < seq.tokens.size()) seq.logitsValid = false;
   Engine::PlanLogits(seq);
@@ -226,7 +229,9 @@ void SessionWrap::Truncate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   CheckIdle(env);
   SeqState& seq = *seq_;
-  const size_t length = static_cast<size_t>(Args(info).Int(0, "length", 0, static_cast<int64_t>(seq.tokens.size())));
+  size_t length = static_cast<size_t>(Args(info).Int(0, "length", 0, static_cast<int64_t>(seq.tokens.size())));
+  // Not within a media chunk, nor right after one (it gives no logits): before it.
+  length = seq.CutMedia(length);
   if (length == seq.tokens.size()) return;
   seq.tokens.resize(length);
   seq.logitsValid = false;
@@ -256,6 +261,7 @@ Napi::Value SessionWrap::Fork(const Napi::CallbackInfo& info) {
 Napi::Value SessionWrap::SaveState(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   CheckIdle(env);
+  if (!seq_->media.empty()) Throw(env, "ERR_UNSUPPORTED", "saveState() of a session with images or audio is not supported yet: rewind before the first media item, or prompt it again after loading");
   auto job = std::make_shared<TaskJob>();
   job->seq = seq_;
   const size_t nVocab = static_cast<size_t>(engine_->model()->nVocab);
@@ -299,6 +305,15 @@ Napi::Value TraceToJs(Napi::Env env, const TraceResult& r) {
   out.Set("heads", r.nHead);
   out.Set("headsKv", r.nHeadKv);
   out.Set("embeddingSize", r.nEmbd);
+  Napi::Array media = Napi::Array::New(env, r.media.size());
+  for (size_t i = 0; i < r.media.size(); i++) {
+    Napi::Object span = Napi::Object::New(env);
+    span.Set("start", Napi::Number::New(env, static_cast<double>(r.media[i].start)));
+    span.Set("length", Napi::Number::New(env, static_cast<double>(r.media[i].length)));
+    span.Set("kind", r.media[i].audio ? "audio" : "image");
+    media.Set(static_cast<uint32_t>(i), span);
+  }
+  out.Set("media", media);
   Napi::Array layers = Napi::Array::New(env, r.layers.size());
   for (size_t i = 0; i < r.layers.size(); i++) layers.Set(static_cast<uint32_t>(i), r.layers[i]);
   out.Set("layers", layers);

@@ -24,6 +24,7 @@ class SessionWrap : public Napi::ObjectWrap<SessionWrap> {
   void CheckIdle(Napi::Env env) const;    // usable and no job in flight
 
   Napi::Value Prompt(const Napi::CallbackInfo& info);
+  Napi::Value PromptMedia(const Napi::CallbackInfo& info);  // native/SessionMedia.cc
   Napi::Value Logits(const Napi::CallbackInfo& info);
   Napi::Float32Array LogitsView(Napi::Env env);  // the one Float32Array over the logits buffer
   void Generate(const Napi::CallbackInfo& info);

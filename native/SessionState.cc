@@ -27,6 +27,7 @@ Failure CopySequence(llama_context* ctx, SeqState& src, SeqState& dst, size_t nV
     if (!f.ok()) return f;
   }
   dst.tokens = src.tokens;
+  dst.media = src.media;  // the chunks are shared, read-only
   dst.nKv = src.nKv;
   dst.needTrim = false;
   dst.logitsValid = src.logitsValid;
@@ -225,6 +226,7 @@ Failure RestoreSequence(llama_context* ctx, const ParsedState& state, SeqState& 
 
   compat::SeqRemove(ctx, seq.id, -1, -1);
   seq.tokens.clear();
+  seq.media.clear();
   seq.nKv = 0;
   seq.needTrim = false;
   seq.logitsValid = false;
@@ -242,6 +244,7 @@ Failure RestoreSequence(llama_context* ctx, const ParsedState& state, SeqState& 
     }
   }
   seq.tokens = state.tokens;
+  seq.media.clear();
   seq.nKv = state.nKv;
   if (!state.logits.empty() && state.nKv == state.tokens.size()) {
     std::memcpy(seq.logits, state.logits.data(), nVocab * sizeof(float));

@@ -34,6 +34,11 @@ struct TraceResult {
   // lens[l]: nNew × topK pairs (token, probability)
   std::vector<std::vector<std::pair<llama_token, float>>> lens;
   std::vector<float> logits;  // next-token logits after the last token
+  struct MediaSpan {
+    size_t start = 0, length = 0;
+    bool audio = false;
+  };
+  std::vector<MediaSpan> media;  // the media chunks among `tokens` (their positions hold -1)
 };
 
 // The cb_eval user data of a trace context. Inactive (returns false for every tensor) outside

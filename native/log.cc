@@ -2,6 +2,8 @@
 
 #include <llama.h>
 
+#include "mtmd-helper.h"
+
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -41,6 +43,7 @@ int LevelFromEnv() {
 void InitLogging() {
   g_level.store(LevelFromEnv());
   llama_log_set(OnLog, nullptr);
+  mtmd_helper_log_set(OnLog, nullptr);  // libmtmd (projectors) logs on its own
 }
 
 void SetLogLevel(int level) { g_level.store(level); }

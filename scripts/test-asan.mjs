@@ -128,11 +128,12 @@ const env = { ...process.env, ...sanitizerEnv(runtime) };
 console.log(`test:asan: preloading ${runtime}\ntest:asan: reports go to ${logDir}`);
 const vitest = path.join(root, "node_modules", "vitest", "vitest.mjs");
 const started = Date.now();
-// Everything is 3-10x slower under ASan: longer timeouts. Five files are left out unless named:
+// Everything is 3-10x slower under ASan: longer timeouts. Seven files are left out unless named:
 // report-chromium (it runs Chromium, a third-party program, whose launcher script's `expr` and
 // `tr` would report their own leaks under the preloaded runtime), pack-install and
 // pack-platforms (they run npm and test the uninstrumented prebuilt binary, not this build;
-// 155 s under ASan), runtimes (it runs Bun and Deno, whose own N-API code LeakSanitizer
+// 155 s under ASan), builds and cross-platform (they too run the prebuilt binaries, under qemu
+// and wine where installed), runtimes (it runs Bun and Deno, whose own N-API code LeakSanitizer
 // reports: Deno's napi_define_class leaks 384 bytes per class defined, seen in a CI simulation;
 // the addon's code is checked under Node) and chat-tools (250 s under ASan: grammar-constrained
 // generation over GPT-2's vocabulary for twelve templates; the same native paths, the tool
@@ -145,7 +146,9 @@ const named = argv.some((a) => !a.startsWith("-"));
 // the retry gives.
 const defaults = ["--testTimeout=900000", "--hookTimeout=900000", "--retry=1"];
 if (!named) {
-  for (const file of ["report-chromium", "pack-install", "pack-platforms", "runtimes", "chat-tools"]) defaults.push(`--exclude=tests/${file}.test.ts`);
+  for (const file of ["report-chromium", "pack-install", "pack-platforms", "builds", "cross-platform", "runtimes", "chat-tools"]) {
+    defaults.push(`--exclude=tests/${file}.test.ts`);
+  }
 }
 const status = run(process.execPath, [vitest, "run", ...defaults, ...argv], { env });
 const seconds = ((Date.now() - started) / 1000).toFixed(0);

@@ -9,14 +9,31 @@
  * for await (const { text } of chat.send("Hello!", { maxTokens: 64 })) process.stdout.write(text);
  * const answer = await chat.send("And then?").text();
  * ```
+ *
+ * With a model that has a projector (loadModel(path, { projector })), a message may hold images
+ * and audio: `chat.send([{ type: "image", data: "photo.png" }, { type: "text", text: "What is it?" }])`.
+ * The conversation then renders with libmtmd's marker where each one goes and is evaluated with
+ * its media in order (session.prompt with parts); the same bytes at the same place are reused
+ * from the cache, turn after turn, like text.
  */
-import { ChatTemplate, checkChatOptions, type ChatMessage, type ChatTemplateOptions, type RenderChatOptions, type RenderedChat } from "./chat.js";
+import {
+  ChatTemplate,
+  checkChatOptions,
+  checkContent,
+  type ChatContentPart,
+  type ChatMessage,
+  type ChatTemplateOptions,
+  type RenderChatOptions,
+  type RenderedChat,
+  type RenderedMedia,
+} from "./chat.js";
 import { ChatReplyBase } from "./chat-reply.js";
 import { ChatToolReply } from "./chat-tool-reply.js";
 import { TOOL_FIELD_KEYS, grammarOptions, toolPlan, type ChatToolFields, type ToolRoundStart } from "./chat-tools.js";
 import type { Context } from "./context.js";
 import { AbortError, ContextFullError, LlamaError, invalidArgument } from "./errors.js";
 import type { FinishReason, GeneratedToken, Generation } from "./generation.js";
+import { MEDIA_MARKER, readPromptParts, type PromptPart } from "./media.js";
 import type { GenerateOptions, PromptResult, Session } from "./session.js";
 
 /**
@@ -173,6 +190,10 @@ export class ChatSession {
   readonly #onTrim: ((event: ChatTrimEvent) => void) | undefined;
   #history: ChatMessage[];
   #busy = false;
+  /** The bytes of the history's media parts, read once (a file when its message is first evaluated). */
+  readonly #mediaBytes = new WeakMap<ChatContentPart, Uint8Array>();
+  /** Positions each media item took in the session (learned from evaluations), for fitting. */
+  readonly #mediaTokens = new WeakMap<Uint8Array, number>();
 
   /** A chat on a new session of `context` (or `options.session`); unknown options throw ERR_INVALID_ARGUMENT. */
   constructor(context: Context, options: ChatSessionOptions = {}) {
@@ -198,12 +219,12 @@ export class ChatSession {
     this.#systemPrompt = systemPrompt;
     this.#reserve = reserveTokens;
     this.#onTrim = onTrim;
-    this.#history = messages.map((m) => ({ ...m }));
+    this.#history = messages.map(copyMessage);
   }
 
   /** The conversation so far, system prompt first. */
   get messages(): ChatMessage[] {
-    return [...this.#system(), ...this.#history.map((m) => ({ ...m }))];
+    return [...this.#system(), ...this.#history.map(copyMessage)];
   }
 
   /** The system message given, if any. */
@@ -226,9 +247,14 @@ export class ChatSession {
    * `{ reasoning }`, `{ toolCall }`), is parsed with the template's own chat format, and runs the
    * tool loop when the tools have handlers.
    */
-  send(message: string, options: ChatToolSendOptions): ChatToolReply;
-  send(message: string, options?: ChatSendOptions): ChatReply;
-  send(message: string, options: ChatSendOptions | ChatToolSendOptions = {}): ChatReply | ChatToolReply {
+  /**
+   * The message is text, or a list of parts with images and audio (`{ type: "image", data }`,
+   * `{ type: "audio", data }`, data the bytes or a file path, read when the turn is evaluated);
+   * the history keeps the parts.
+   */
+  send(message: string | ChatContentPart[], options: ChatToolSendOptions): ChatToolReply;
+  send(message: string | ChatContentPart[], options?: ChatSendOptions): ChatReply;
+  send(message: string | ChatContentPart[], options: ChatSendOptions | ChatToolSendOptions = {}): ChatReply | ChatToolReply {
     if (options !== null && typeof options === "object" && TOOL_FIELD_KEYS.some((k) => k in options)) {
       return this.#sendWithTools(message, options as ChatToolSendOptions);
     }
@@ -242,11 +268,11 @@ export class ChatSession {
   addMessages(...messages: ChatMessage[]): void {
     if (this.#busy) throw new LlamaError("ERR_BUSY", "A reply is still running: consume or abort it before adding messages");
     for (const [i, m] of messages.entries()) checkMessage(m, `messages[${i}]`);
-    this.#history = [...this.#history, ...messages.map((m) => ({ ...m }))];
+    this.#history = [...this.#history, ...messages.map(copyMessage)];
   }
 
-  #sendWithTools(message: string, options: ChatToolSendOptions): ChatToolReply {
-    if (typeof message !== "string") invalidArgument("message", "a string", message);
+  #sendWithTools(message: string | ChatContentPart[], options: ChatToolSendOptions): ChatToolReply {
+    checkContent(message, "message");
     const { tools, toolChoice, parallelToolCalls, maxToolRounds, reasoning, ...generate } = options as ChatToolFields & ChatSendOptions;
     for (const key of ["grammar", "jsonSchema", "grammarLazy", "grammarTriggers", "grammarPrefill"] as const) {
       if (generate[key] !== undefined) invalidArgument(key, "unset with tools (the tool grammar applies)", generate[key]);
@@ -269,7 +295,7 @@ export class ChatSession {
       },
       settle,
     };
-    return new ChatToolReply({ role: "user", content: message }, plan, driver, stopper);
+    return new ChatToolReply(copyMessage({ role: "user", content: message }), plan, driver, stopper);
   }
 
   /** Checks the generation options of a send, marks the chat busy, and wires the signal to a stopper. */
@@ -294,10 +320,10 @@ export class ChatSession {
     return { stopper, settle };
   }
 
-  #sendPlain(message: string, options: ChatSendOptions): ChatReply {
-    if (typeof message !== "string") invalidArgument("message", "a string", message);
+  #sendPlain(message: string | ChatContentPart[], options: ChatSendOptions): ChatReply {
+    checkContent(message, "message");
     const { stopper, settle } = this.#begin(options);
-    const started = this.#start([{ role: "user", content: message }], options, stopper.signal);
+    const started = this.#start([copyMessage({ role: "user", content: message })], options, stopper.signal);
     started.catch(settle);
     const reply = new ChatReply(
       started,
@@ -339,15 +365,35 @@ export class ChatSession {
     let history = [...this.#history, ...added];
     const dropped: ChatMessage[] = [];
     let rendered: RenderedChat;
-    let tokens: Int32Array;
+    let prompt: PromptResult;
+    // The prompt's length: its tokens (text), or an estimate until it is evaluated (media).
+    let length: number;
     for (;;) {
-      rendered = await this.template.render([...this.#system(), ...history], { ...render, addGenerationPrompt: true });
-      tokens = this.context.model.tokenize(rendered.text, { addSpecial: true, parseSpecial: true });
-      if (tokens.length + reserve <= capacity) break;
+      const messages = [...this.#system(), ...history];
+      rendered = await this.template.render(messages, { ...render, addGenerationPrompt: true });
+      if (rendered.media.length === 0) {
+        const tokens = this.context.model.tokenize(rendered.text, { addSpecial: true, parseSpecial: true });
+        length = tokens.length;
+        if (length + reserve <= capacity) {
+          prompt = await this.session.prompt(tokens, { signal });
+          break;
+        }
+      } else {
+        const media = await this.#readMedia(messages, rendered.media);
+        length = this.#estimate(rendered.text, media);
+        if (length + reserve <= capacity) {
+          const evaluated = await this.#promptMedia(rendered.text, rendered.media, media, signal);
+          if (evaluated !== undefined) {
+            prompt = evaluated;
+            length = evaluated.length;
+            if (length + reserve <= capacity) break;
+          }
+        }
+      }
       const next = nextTurnStart(history);
       if (next < 0) {
         throw new ContextFullError(
-          `The conversation does not fit in the session: the system prompt and the new message take ${tokens.length} tokens, ` +
+          `The conversation does not fit in the session: the system prompt and the new message take ${rendered.media.length === 0 ? "" : "at least "}${length} tokens, ` +
             `${reserve} more are kept for the reply, and the session holds ${capacity}. Send a shorter message, lower maxTokens ` +
             "or reserveTokens, or create the context with a larger contextSize.",
         );
@@ -355,7 +401,6 @@ export class ChatSession {
       dropped.push(...history.slice(0, next));
       history = history.slice(next);
     }
-    const prompt = await this.session.prompt(tokens, { signal });
     const droppedTurns = dropped.filter((m) => m.role === "user").length;
     if (dropped.length > 0 && this.#onTrim) {
       try {
@@ -369,12 +414,94 @@ export class ChatSession {
     const generation = this.session.generate({
       ...rest,
       ...sampling(rendered),
-      maxTokens: Math.min(maxTokens ?? capacity, capacity - tokens.length),
+      maxTokens: Math.min(maxTokens ?? capacity, capacity - length),
       ...(stops.length > 0 ? { stop: stops } : {}),
       signal: stopper,
     });
     return { generation, prompt, droppedTurns, history, rendered };
   }
+
+  /** The bytes of the rendered media, in order (each part's file read once); typed errors name the part. */
+  async #readMedia(messages: readonly ChatMessage[], media: readonly RenderedMedia[]): Promise<Uint8Array[]> {
+    const projector = this.context.model.info.projector;
+    const out: Uint8Array[] = [];
+    for (const item of media) {
+      const where = `messages[${item.message}].content[${item.part}]`;
+      const part = (messages[item.message]!.content as ChatContentPart[])[item.part]!;
+      let bytes = this.#mediaBytes.get(part);
+      if (bytes === undefined) {
+        if (projector === null) {
+          throw new LlamaError("ERR_STATE", `${where} is ${item.type === "image" ? "an image" : "audio"}, but this model has no projector: load one with loadModel(path, { projector }) or model.loadProjector(path)`);
+        }
+        try {
+          bytes = (await readPromptParts([{ [item.type]: item.data } as PromptPart], projector)).media[0]!;
+        } catch (err) {
+          if (err instanceof LlamaError) throw new LlamaError(err.code, err.message.replace(/^prompt\[0\]\.(image|audio)/, where).replace(/^prompt\[0\]/, where), { cause: err });
+          throw err;
+        }
+        this.#mediaBytes.set(part, bytes);
+      }
+      out.push(bytes);
+    }
+    return out;
+  }
+
+  /**
+   * The prompt's length, estimated before it is evaluated: its text's tokens and, for each media
+   * item, the positions it took before (0 the first time: the evaluation then says).
+   */
+  #estimate(text: string, media: readonly Uint8Array[]): number {
+    const tokens = this.context.model.tokenize(text.replaceAll(MEDIA_MARKER, ""), { addSpecial: true, parseSpecial: true }).length;
+    return media.reduce((n, bytes) => n + (this.#mediaTokens.get(bytes) ?? 0), tokens);
+  }
+
+  /**
+   * Evaluates text with media (the whole history), and learns the positions each item takes;
+   * undefined when it does not fit (ERR_CONTEXT_FULL: the session is left as it was).
+   */
+  async #promptMedia(text: string, items: readonly RenderedMedia[], media: readonly Uint8Array[], signal: AbortSignal | undefined): Promise<PromptResult | undefined> {
+    const pieces = text.split(MEDIA_MARKER);
+    const parts: PromptPart[] = [pieces[0]!];
+    media.forEach((bytes, k) => parts.push(items[k]!.type === "image" ? { image: bytes } : { audio: bytes }, pieces[k + 1]!));
+    let result: PromptResult;
+    try {
+      result = await this.session.prompt(parts, { addSpecial: true, parseSpecial: true, signal });
+    } catch (err) {
+      if (err instanceof LlamaError && err.code === "ERR_CONTEXT_FULL") return undefined;
+      throw err;
+    }
+    // The runs of media positions (-1) in the history, in order: one per item, or (items with no
+    // text between them, where the projector adds none around them) one per group, shared evenly.
+    const runs: number[] = [];
+    let run = 0;
+    for (const t of this.session.tokens) {
+      if (t === -1) run++;
+      else if (run > 0) {
+        runs.push(run);
+        run = 0;
+      }
+    }
+    if (run > 0) runs.push(run);
+    let groups: number[][] = media.map((_, k) => [k]);
+    if (runs.length !== groups.length) {
+      groups = [];
+      media.forEach((_, k) => {
+        if (k > 0 && pieces[k] === "") groups[groups.length - 1]!.push(k);
+        else groups.push([k]);
+      });
+    }
+    if (groups.length === runs.length) {
+      groups.forEach((group, g) => {
+        for (const k of group) this.#mediaTokens.set(media[k]!, Math.floor(runs[g]! / group.length));
+      });
+    }
+    return result;
+  }
+}
+
+/** A copy of a message that the caller's later changes do not reach (the parts copied too). */
+function copyMessage(m: ChatMessage): ChatMessage {
+  return typeof m.content === "string" ? { ...m } : { ...m, content: m.content.map((p) => ({ ...p })) };
 }
 
 /** Index of the second user message (where the turn after the oldest one starts), or -1. */
@@ -386,9 +513,10 @@ function nextTurnStart(history: readonly ChatMessage[]): number {
 }
 
 function checkMessage(m: ChatMessage, name: string): void {
-  if (m === null || typeof m !== "object" || typeof m.role !== "string" || m.role === "" || typeof m.content !== "string") {
-    invalidArgument(name, "a { role, content } message with string fields", m);
+  if (m === null || typeof m !== "object" || typeof m.role !== "string" || m.role === "" || (typeof m.content !== "string" && !Array.isArray(m.content))) {
+    invalidArgument(name, "a { role, content } message with string fields (or content parts)", m);
   }
+  checkContent(m.content, `${name}.content`);
   for (const key of ["reasoning", "toolCallId", "toolName"] as const) {
     if (m[key] !== undefined && typeof m[key] !== "string") invalidArgument(`${name}.${key}`, "a string", m[key]);
   }

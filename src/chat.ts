@@ -14,7 +14,10 @@
  * ]);
  * ```
  */
-import { DisposedError, LlamaError, invalidArgument } from "./errors.js";
+import { randomBytes } from "node:crypto";
+
+import { DisposedError, LlamaError, describe, invalidArgument } from "./errors.js";
+import { MEDIA_MARKER, type MediaSource } from "./media.js";
 import type { Model } from "./model.js";
 import { binding, type NativeChatMessage, type NativeChatTemplate, type NativeToolRenderOptions, type NativeToolRenderOutputs } from "./native.js";
 import { rejectUnknownKeys } from "./options/suggest.js";
@@ -22,12 +25,22 @@ import { rejectUnknownKeys } from "./options/suggest.js";
 /** The roles every template knows; templates may accept others (e.g. "tool_response"). */
 export type ChatRole = "system" | "user" | "assistant" | "tool";
 
+/**
+ * One part of a message's content: text, or an image or audio (bytes or a file path; a model
+ * with a projector, see src/media.ts). A part of another type is refused with ERR_INVALID_ARGUMENT.
+ */
+export type ChatContentPart = { type: "text"; text: string } | { type: "image"; data: MediaSource } | { type: "audio"; data: MediaSource };
+
 /** One message of a conversation. */
 export interface ChatMessage {
   /** Who speaks: one of {@link ChatRole}, or another role the template accepts. */
   role: ChatRole | (string & {});
-  /** What they say. */
-  content: string;
+  /**
+   * What they say: text, or a list of parts with images and audio. Rendered, the parts become one
+   * text as llama-server joins them: text parts on separate lines, each image or audio as
+   * libmtmd's marker ("<__media__>") with no line break around it.
+   */
+  content: string | ChatContentPart[];
   /** An assistant message's reasoning (thinking) text, kept apart from its content. */
   reasoning?: string;
   /** The tool calls an assistant message made. */
@@ -167,11 +180,26 @@ export interface RenderedChat {
   /** The text that starts the assistant's turn (Jinja engine; "" otherwise). */
   generationPrompt: string;
   /**
+   * The images and audio of the messages, in the order of their markers ("<__media__>") in
+   * `text` (empty for a conversation of text only): what a session evaluates with it.
+   */
+  media: RenderedMedia[];
+  /**
    * The output format llama.cpp's common/chat chose for this template with these options (only
    * when the render was given tool or thinking options): the grammar that constrains tool calls
    * (lazy: it applies from the first trigger on), and the parser that splits the output.
    */
   format?: ChatOutputFormat;
+}
+
+/** An image or audio part of a rendered conversation: its data, and where it is among the messages. */
+export interface RenderedMedia {
+  type: "image" | "audio";
+  data: MediaSource;
+  /** Index of its message in the messages rendered. */
+  message: number;
+  /** Index of the part in that message's content. */
+  part: number;
 }
 
 /** How a template's replies are written and parsed (llama.cpp's common_chat_params). */
@@ -304,13 +332,34 @@ export class ChatTemplate {
       kwargs = {};
       for (const [key, value] of Object.entries(variables)) kwargs[key] = JSON.stringify(value);
     }
-    const r = await this.#native.apply(messages.map((m, i) => nativeMessage(m, i)), {
+    const media: RenderedMedia[] = [];
+    // Each media part renders as a placeholder of its own, then libmtmd's marker: a template that
+    // moves, drops or repeats messages keeps the media list in the order of the markers.
+    let nonce = "";
+    const placeholder = (k: number) => `<__media_${(nonce ||= randomBytes(6).toString("hex"))}_${k}__>`;
+    const natives = messages.map((m, i) => nativeMessage(m, i, media, placeholder));
+    const r = await this.#native.apply(natives, {
       addGenerationPrompt,
       engine: this.engine,
       ...(kwargs ? { kwargs } : {}),
       ...tools,
     });
-    const rendered: RenderedChat = { text: r.prompt, engine: this.engine, stops: r.additionalStops, generationPrompt: r.generationPrompt };
+    let text = r.prompt;
+    const ordered: RenderedMedia[] = [];
+    if (media.length > 0) {
+      if (text.includes(MEDIA_MARKER)) {
+        const at = messages.findIndex((m) => contentText(m.content, () => "").includes(MEDIA_MARKER));
+        throw new LlamaError(
+          "ERR_INVALID_ARGUMENT",
+          `${at >= 0 ? `messages[${at}].content contains` : "The rendered conversation contains"} "${MEDIA_MARKER}", libmtmd's media marker, in a conversation with images or audio: give them as { type: "image" } or { type: "audio" } parts`,
+        );
+      }
+      text = text.replace(new RegExp(`<__media_${nonce}_(\\d+)__>`, "g"), (_, k: string) => {
+        ordered.push(media[Number(k)]!);
+        return MEDIA_MARKER;
+      });
+    }
+    const rendered: RenderedChat = { text, engine: this.engine, stops: r.additionalStops, generationPrompt: r.generationPrompt, media: ordered };
     if (tools !== undefined && r.format !== undefined) {
       rendered.format = {
         format: r.format,
@@ -380,11 +429,63 @@ export async function renderChat(
   return (await template.render(messages, { addGenerationPrompt, variables, ...toolOptions })).text;
 }
 
-/** The native form of a message: the fields it reads, checked. */
-function nativeMessage(m: ChatMessage, i: number): NativeChatMessage {
+/**
+ * Checks a message's content: a string, or an array of { type: "text", text }, { type: "image",
+ * data } and { type: "audio", data } parts (data: a non-empty Uint8Array or file path).
+ * @internal ChatSession checks messages with it too.
+ */
+export function checkContent(content: unknown, where: string): void {
+  if (typeof content === "string") return;
+  if (!Array.isArray(content)) invalidArgument(where, "a string or an array of content parts", content);
+  content.forEach((p: unknown, j: number) => {
+    const part = p as Record<string, unknown> | null;
+    const name = `${where}[${j}]`;
+    if (part === null || typeof part !== "object" || Array.isArray(part)) invalidArgument(name, '{ type: "text", text }, { type: "image", data } or { type: "audio", data }', p);
+    if (part.type === "text") {
+      if (typeof part.text !== "string") invalidArgument(`${name}.text`, "a string", part.text);
+    } else if (part.type === "image" || part.type === "audio") {
+      const { data } = part;
+      if (!(data instanceof Uint8Array) && (typeof data !== "string" || data === "")) {
+        invalidArgument(`${name}.data`, "a Uint8Array (the file's bytes) or a file path", data);
+      }
+    } else {
+      throw new LlamaError("ERR_INVALID_ARGUMENT", `${name}.type must be "text", "image" or "audio"; got ${describe(part.type)}`);
+    }
+  });
+}
+
+/**
+ * A content's text, as llama-server joins parts (common_chat_msg::to_json_oaicompat): text parts
+ * on separate lines, no line break before or after a media part, which `media(part, j)` renders
+ * (default: libmtmd's marker).
+ */
+function contentText(content: ChatMessage["content"], media: (part: ChatContentPart, j: number) => string = () => MEDIA_MARKER): string {
+  if (typeof content === "string") return content;
+  let text = "";
+  let afterMedia = false;
+  content.forEach((part, j) => {
+    if (part.type === "text") {
+      if (!afterMedia && text !== "") text += "\n";
+      text += part.text;
+      afterMedia = false;
+    } else {
+      text += media(part, j);
+      afterMedia = true;
+    }
+  });
+  return text;
+}
+
+/** The native form of a message: the fields it reads, checked; its media parts go to `media`, rendered by `placeholder`. */
+function nativeMessage(m: ChatMessage, i: number, media: RenderedMedia[], placeholder: (k: number) => string): NativeChatMessage {
   const name = `messages[${i}]`;
   if (m === null || typeof m !== "object") invalidArgument(name, "a { role, content } message", m);
-  const out: NativeChatMessage = { role: m.role, content: m.content };
+  checkContent(m.content, `${name}.content`);
+  const content = contentText(m.content, (part, j) => {
+    media.push({ type: part.type as "image" | "audio", data: (part as { data: MediaSource }).data, message: i, part: j });
+    return placeholder(media.length - 1);
+  });
+  const out: NativeChatMessage = { role: m.role, content };
   for (const key of ["reasoning", "toolCallId", "toolName"] as const) {
     const value = m[key];
     if (value === undefined) continue;

@@ -12,6 +12,8 @@ import {
   type NativeTokenAttributes,
 } from "./native.js";
 import { isRemoteModelRef, resolveModelFile } from "./model-files.js";
+import { readPromptParts, type MediaEmbedding, type MediaSource, type ProjectorInfo } from "./media.js";
+import { defaultThreads } from "./options/context.js";
 import { LOAD_OPTIONS, type LoadModelOptions } from "./options/load.js";
 import { readOptions } from "./options/spec.js";
 import { onRpcFailure } from "./rpc.js";
@@ -28,6 +30,8 @@ export type MetadataValue = string | number | bigint | boolean | MetadataValue[]
 export interface ModelInfo extends Omit<NativeModelInfo, "chatTemplate"> {
   /** Size of the model file in bytes. */
   fileSizeBytes: number;
+  /** The multimodal projector (model.loadProjector()): whether prompts take images or audio; null without one. */
+  projector: Readonly<ProjectorInfo> | null;
 }
 
 /**
@@ -89,7 +93,8 @@ export const LARGE_METADATA_KEYS: ReadonlySet<string> = new Set([
  */
 export async function loadModel(modelPath: string, options: LoadModelOptions = {}): Promise<Model> {
   if (typeof modelPath !== "string" || modelPath === "") invalidArgument("modelPath", "a non-empty string", modelPath);
-  const { onProgress, signal, useMmap, vocabOnly, rpcServers, tensorSplit, gpuLayers } = readOptions(LOAD_OPTIONS, options, "load options", { defaults: true });
+  const { onProgress, signal, useMmap, vocabOnly, rpcServers, tensorSplit, gpuLayers, projector } = readOptions(LOAD_OPTIONS, options, "load options", { defaults: true });
+  if (projector !== undefined && vocabOnly) invalidArgument("projector", "unset with vocabOnly (a projector needs the weights)", projector);
   if (tensorSplit !== undefined && rpcServers === undefined) invalidArgument("tensorSplit", "used together with rpcServers", tensorSplit);
   if (signal?.aborted) throw new AbortError("Loading was aborted before it started", { cause: signal.reason });
   // "hf:OWNER/REPO/FILE.gguf" or a URL: the cached file, downloaded first when it is not there.
@@ -125,6 +130,7 @@ export async function loadModel(modelPath: string, options: LoadModelOptions = {
     const metadata = native.metadata();
     const model = new Model(native, resolved, metadata, stat.size);
     if (rpcServers) model.watchRpc();
+    if (projector !== undefined) await model.loadProjector(projector);
     return model;
   } catch (err) {
     native.dispose();
@@ -138,7 +144,6 @@ export async function loadModel(modelPath: string, options: LoadModelOptions = {
 export class Model {
   /** Absolute path of the model file. */
   readonly path: string;
-  readonly info: ModelInfo;
   /** Every GGUF metadata key except the large tokenizer arrays (see LARGE_METADATA_KEYS). */
   readonly metadata: Readonly<Record<string, MetadataValue>>;
   readonly specialTokens: SpecialTokens;
@@ -146,6 +151,7 @@ export class Model {
   readonly chatTemplate: string | null;
 
   readonly #native: NativeModel;
+  #info: ModelInfo;
   readonly #contexts = new Set<Context | EmbeddingContext>();
   #tensors: ReadonlyArray<{ name: string; type: string; shape: number[] }> | undefined;
   #failure: LlamaError | undefined;
@@ -157,7 +163,7 @@ export class Model {
     this.#native = native;
     this.path = modelPath;
     const { chatTemplate, ...info } = native.info();
-    this.info = Object.freeze({ ...info, fileSizeBytes: fileSize });
+    this.#info = Object.freeze({ ...info, fileSizeBytes: fileSize, projector: null });
     this.chatTemplate = chatTemplate;
     this.metadata = Object.freeze(metadata);
     this.specialTokens = Object.freeze(native.specialTokens());
@@ -165,6 +171,41 @@ export class Model {
 
   get disposed(): boolean {
     return this.#disposed;
+  }
+
+  /** What the model is: architecture, sizes, and `projector` (what it takes beside text). */
+  get info(): ModelInfo {
+    return this.#info;
+  }
+
+  /**
+   * The projector's output for one image or audio item (what a session evaluates in its place),
+   * computed off the event loop: for looking inside, and for comparing with other tools.
+   */
+  async encodeMedia(item: { image: MediaSource } | { audio: MediaSource }): Promise<MediaEmbedding> {
+    this.#check();
+    const projector = this.#info.projector;
+    if (projector === null) throw new LlamaError("ERR_STATE", "This model has no projector: load one with model.loadProjector(path)");
+    const { media } = await readPromptParts([item], projector);
+    return this.#native.encodeMedia(media[0]!);
+  }
+
+  /**
+   * Loads a multimodal projector (an mmproj GGUF made for this model) with llama.cpp's libmtmd,
+   * off the event loop: then prompts take images and audio (`session.prompt([...parts])`, chat
+   * messages with image and audio parts). A model holds one projector. ERR_FILE_NOT_FOUND,
+   * ERR_GGUF_INVALID (not a projector), ERR_UNSUPPORTED (made for a model of another width, or a
+   * kind llama-napi cannot evaluate yet).
+   */
+  async loadProjector(projectorPath: string, options: { threads?: number } = {}): Promise<ProjectorInfo> {
+    this.#check();
+    if (typeof projectorPath !== "string" || projectorPath === "") invalidArgument("projectorPath", "a non-empty string", projectorPath);
+    checkOptions("options", options);
+    const threads = options.threads ?? defaultThreads();
+    if (!Number.isInteger(threads) || threads < 1 || threads > 512) invalidArgument("threads", "an integer from 1 to 512", threads);
+    const info = await this.#native.loadProjector(path.resolve(projectorPath), threads);
+    this.#info = Object.freeze({ ...this.#info, projector: Object.freeze(info) });
+    return info;
   }
 
   /** @internal */

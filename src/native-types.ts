@@ -3,6 +3,7 @@
  * its objects take and give. Internal: the public API wraps every one of these.
  */
 import type { LlamaError } from "./errors.js";
+import type { MediaEmbedding, MediaSpan, ProjectorInfo } from "./media.js";
 import type { CONTEXT_OPTIONS, Pooling } from "./options/context.js";
 import type { SAMPLING_OPTIONS } from "./options/sampling.js";
 import type { ParsedOptions } from "./options/spec.js";
@@ -78,6 +79,9 @@ export interface NativeModel {
   isControl(token: number): boolean;
   tokenAttributes(token: number): NativeTokenAttributes;
   tokenText(token: number): string;
+  loadProjector(path: string, threads: number): Promise<ProjectorInfo>;
+  projectorInfo(): ProjectorInfo | undefined;
+  encodeMedia(bytes: Uint8Array): Promise<MediaEmbedding>;
   metaString(key: string): string | null;
   metadata(): Record<string, string | number | bigint | boolean | Array<string | number | boolean>>;
   embeddingRows(tensor: "token_embd.weight" | "position_embd.weight", row: number, count: number): Float32Array;
@@ -176,6 +180,7 @@ export interface NativeTraceResult {
   hidden?: Float32Array[];
   lens?: Array<[tokens: Int32Array, probabilities: Float32Array]>;
   logits: Float32Array;
+  media: MediaSpan[];
 }
 
 export interface NativeSession {
@@ -185,6 +190,7 @@ export interface NativeSession {
   setPaused(paused: boolean): void;
   abort(): void;
   history(): Int32Array;
+  promptMedia(text: string, media: Uint8Array[], append: boolean, addSpecial: boolean, parseSpecial: boolean): Promise<{ evaluated: number; reused: number }>;
   truncate(length: number): void;
   fork(target: NativeSession): Promise<void>;
   saveState(): Promise<Buffer>;

@@ -4,6 +4,7 @@ import path from "node:path";
 import type { Context } from "./context.js";
 import { AbortError, DisposedError, LlamaError, checkOptions, checkSignal, invalidArgument } from "./errors.js";
 import { Generation } from "./generation.js";
+import { isPromptParts, readPromptParts, type PromptPart } from "./media.js";
 import type { NativeSession } from "./native.js";
 import { GENERATE_OPTIONS, type GenerateOptions } from "./options/generate.js";
 import { readOptions } from "./options/spec.js";
@@ -90,8 +91,13 @@ export class Session {
   /**
    * Evaluates a prompt off the event loop. With `append: false` (the default) the input becomes
    * the whole history and a shared prefix is reused; see PromptOptions.
+   *
+   * The input is text, token ids, or a list of parts with images and audio (a model with a
+   * projector, src/media.ts): `["Describe ", { image: "photo.png" }, " briefly."]`. A media item
+   * takes many positions in the history, which hold -1 in `session.tokens`; the same bytes at the
+   * same place are reused from the cache, not encoded again.
    */
-  prompt(input: string | ArrayLike<number>, options: PromptOptions = {}): Promise<PromptResult> {
+  prompt(input: string | ArrayLike<number> | readonly PromptPart[], options: PromptOptions = {}): Promise<PromptResult> {
     this.#check();
     checkOptions("prompt options", options);
     rejectUnknownKeys("prompt options", options, PROMPT_KEYS);
@@ -101,11 +107,17 @@ export class Session {
     checkSignal(signal);
     if (signal?.aborted) return Promise.reject(new AbortError("The prompt was aborted", { cause: signal.reason }));
     return this.#enqueue(async () => {
-      const tokens = typeof input === "string" ? this.#tokenize(input, append, options) : toTokenArray(input);
+      let parts = isPromptParts(input) ? await this.#readParts(input) : undefined;
+      const text = parts && parts.media.length === 0 ? parts.text : typeof input === "string" ? input : undefined;
+      if (text !== undefined) parts = undefined; // text only
+      const tokens = text === undefined ? undefined : this.#tokenize(text, append, options);
       const onAbort = () => this.#native.abort();
       signal?.addEventListener("abort", onAbort, { once: true });
       try {
-        const r = await this.#native.prompt(tokens, append);
+        const atStart = !append || this.#native.history().length === 0;
+        const r = parts
+          ? await this.#native.promptMedia(parts.text, parts.media, append, options.addSpecial ?? atStart, options.parseSpecial ?? false)
+          : await this.#native.prompt(tokens ?? toTokenArray(input as ArrayLike<number>), append);
         return { evaluated: r.evaluated, reused: r.reused, length: this.#native.history().length };
       } catch (err) {
         if (signal?.aborted && err instanceof LlamaError && err.code === "ERR_ABORTED") {
@@ -302,6 +314,14 @@ export class Session {
     if (option === undefined || option === false) return undefined;
     if (option === true) return { keep: this.context.model.specialTokens.addBos ? 1 : 0 };
     return option.keep === undefined ? {} : { keep: option.keep };
+  }
+
+  async #readParts(parts: readonly PromptPart[]): Promise<{ text: string; media: Uint8Array[] }> {
+    const projector = this.context.model.info.projector;
+    if (projector === null && parts.some((p) => typeof p !== "string")) {
+      throw new LlamaError("ERR_STATE", "This model has no projector for images or audio: load one with model.loadProjector(path) or loadModel(path, { projector })");
+    }
+    return readPromptParts(parts, projector ?? { image: false, audio: false });
   }
 
   #tokenize(text: string, append: boolean, options: PromptOptions): Int32Array {

@@ -1,6 +1,7 @@
 /**
  * Types and helpers for session.trace(): a look inside the model during one evaluation.
  */
+import type { MediaSpan } from "./media.js";
 import type { Model } from "./model.js";
 import type { NativeTraceResult } from "./native.js";
 
@@ -58,8 +59,10 @@ export class AttentionMap {
 export interface TraceResult {
   /** Every token the session holds after the trace (history first, then the traced tokens). */
   tokens: Int32Array;
-  /** The text of each token. */
+  /** The text of each token; "[image]" / "[audio]" at the positions of a media item. */
   pieces: string[];
+  /** The images and audio among `tokens`, as spans of positions. */
+  media: MediaSpan[];
   /** Index in `tokens` of the first traced token; queries are tokens[queryStart..]. */
   queryStart: number;
   /** The layers captured. */
@@ -81,9 +84,12 @@ export interface TraceResult {
 export function buildTraceResult(raw: NativeTraceResult, model: Model, topK: number, lensK: number): TraceResult {
   const piece = (t: number) => model.tokenToPiece(t, { special: true });
   const queries = raw.tokens.length - raw.firstNew;
+  const pieces = Array.from(raw.tokens, (t) => (t < 0 ? "" : piece(t)));
+  for (const span of raw.media) pieces.fill(`[${span.kind}]`, span.start, span.start + span.length);
   const result: TraceResult = {
     tokens: raw.tokens,
-    pieces: Array.from(raw.tokens, piece),
+    pieces,
+    media: raw.media,
     queryStart: raw.firstNew,
     layers: raw.layers,
     heads: raw.heads,

@@ -120,6 +120,7 @@ function syntheticTrace(pieces = NASTY_PIECES, history = 2): TraceResult {
   return {
     tokens: Int32Array.from(pieces, (_, i) => 100 + i),
     pieces,
+    media: [],
     queryStart: history,
     layers,
     heads: 4,

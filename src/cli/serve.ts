@@ -26,6 +26,8 @@ POST /v1/embeddings; and llama-server's GET /props, POST /tokenize, /detokenize,
       --alias NAME            the model's id in the API (default: the file name)
       --chat-template T       a Jinja template or a built-in name (chatml, llama2, ...) instead of the model's
       --embedding-model PATH  the model for /v1/embeddings (default: MODEL, mean pooling)
+      --allow-image-urls      let image_url parts be http(s) URLs that the server fetches (with --mmproj;
+                              default: data URIs only)
       --quiet                 do not log requests
       --metrics               serve GET /metrics (Prometheus text format)
       --slots                 serve GET /slots (each sequence's state)
@@ -59,6 +61,7 @@ export async function runServe(argv: string[]): Promise<number> {
       alias: { type: "string" },
       "chat-template": { type: "string" },
       "embedding-model": { type: "string" },
+      "allow-image-urls": { type: "boolean" },
       quiet: { type: "boolean" },
       metrics: { type: "boolean" },
       slots: { type: "boolean" },
@@ -86,6 +89,7 @@ export async function runServe(argv: string[]): Promise<number> {
     modelName: values.alias,
     chatTemplate: values["chat-template"],
     embeddingModel: values["embedding-model"],
+    allowImageUrls: values["allow-image-urls"],
     log: values.quiet ? undefined : (line) => process.stderr.write(`${new Date().toISOString()} ${line}\n`),
     maxQueue: intOption(values["max-queue"], "--max-queue"),
     requestTimeout: timeout === undefined ? undefined : Math.round(timeout * 1000),

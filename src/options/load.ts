@@ -3,7 +3,7 @@
  * load flags come from here too.
  */
 import { signalOption } from "./generate.js";
-import { boolean, custom, invalidValue, type OptionsOf } from "./spec.js";
+import { boolean, custom, invalidValue, string, type OptionsOf } from "./spec.js";
 
 function gpuLayers(v: unknown): number | "max" {
   const expected = 'a non-negative integer or "max"';
@@ -37,6 +37,11 @@ export const LOAD_OPTIONS = {
   signal: signalOption,
   /** Memory-map the weights (default: llama.cpp's choice, which maps when it can). */
   useMmap: boolean(),
+  /**
+   * A multimodal projector (mmproj GGUF) to load with the model, for images and audio in prompts
+   * (see `model.loadProjector()`).
+   */
+  projector: string({ flag: { name: "mmproj", arg: "PATH", help: "a multimodal projector: images and audio in prompts" } }),
   /** Load only the vocabulary (for tokenizing): fast, but the model cannot create contexts. */
   vocabOnly: boolean({ default: false }),
   /**

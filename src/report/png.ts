@@ -50,12 +50,13 @@ function checkSize(width: number, height: number): void {
   }
 }
 
-/** A PNG file of `width` × `height` pixels from row-major RGBA bytes (4 per pixel). */
-export function encodePng(width: number, height: number, rgba: Uint8Array): Buffer {
+/** A PNG file of `width` × `height` pixels from row-major RGBA bytes (4 per pixel), or RGB bytes (3) with `channels: 3`. */
+export function encodePng(width: number, height: number, rgba: Uint8Array, channels: 3 | 4 = 4): Buffer {
   checkSize(width, height);
-  const stride = width * 4;
+  const stride = width * channels;
   if (rgba.length !== stride * height) {
-    throw new LlamaError("ERR_INVALID_ARGUMENT", `PNG pixel data must hold ${stride * height} bytes (${width}×${height} RGBA), got ${rgba.length}`);
+    const kind = channels === 4 ? "RGBA" : "RGB";
+    throw new LlamaError("ERR_INVALID_ARGUMENT", `PNG pixel data must hold ${stride * height} bytes (${width}×${height} ${kind}), got ${rgba.length}`);
   }
   const raw = Buffer.alloc((stride + 1) * height);
   for (let y = 0; y < height; y++) {
@@ -66,7 +67,7 @@ export function encodePng(width: number, height: number, rgba: Uint8Array): Buff
   header.writeUInt32BE(width, 0);
   header.writeUInt32BE(height, 4);
   header[8] = 8; // bit depth
-  header[9] = 6; // colour type: RGBA
+  header[9] = channels === 4 ? 6 : 2; // colour type: RGBA or RGB
   header[10] = 0; // compression: deflate
   header[11] = 0; // filter method 0
   header[12] = 0; // no interlace

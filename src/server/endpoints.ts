@@ -16,7 +16,7 @@ import { renderOptions } from "../chat-tools.js";
 import { packageRoot } from "../native.js";
 import { GENERATE_OPTIONS } from "../options/generate.js";
 import { entriesOf } from "../options/spec.js";
-import { generate, type ServerState } from "./handlers.js";
+import { generate, mediaParams, type ServerState } from "./handlers.js";
 import { HttpError, badField, sendJson } from "./http.js";
 import { chatParams, completionParams } from "./params.js";
 
@@ -97,7 +97,7 @@ export function getProps(state: ServerState, res: ServerResponse): void {
     total_slots: state.pool.size,
     model_alias: state.modelId,
     model_path: model.path,
-    modalities: { vision: false, video: false, audio: false },
+    modalities: { vision: model.info.projector?.image ?? false, video: false, audio: model.info.projector?.audio ?? false },
     endpoint_slots: state.endpoints.slots,
     endpoint_props: false,
     endpoint_metrics: state.endpoints.metrics,
@@ -173,7 +173,7 @@ export function detokenize(state: ServerState, body: Body, res: ServerResponse):
 
 /** POST /apply-template {messages, ...} → {prompt}: what /v1/chat/completions evaluates. */
 export async function applyTemplate(state: ServerState, body: Body, res: ServerResponse): Promise<void> {
-  const params = chatParams(body);
+  const params = chatParams(body, mediaParams(state));
   const rendered = await state.template.render(params.messages, {
     addGenerationPrompt: true,
     ...(params.variables ? { variables: params.variables } : {}),

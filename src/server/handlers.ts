@@ -2,14 +2,17 @@
 import { randomUUID } from "node:crypto";
 import type { ServerResponse } from "node:http";
 
-import type { ChatTemplate } from "../chat.js";
+import type { ChatTemplate, RenderedMedia } from "../chat.js";
 import { ChatOutputParser, PieceTracker, grammarOptions, renderOptions, type ParsedChatOutput } from "../chat-tools.js";
 import type { Context } from "../context.js";
 import type { EmbeddingContext } from "../embedding.js";
 import { LlamaError } from "../errors.js";
 import type { FinishReason, GeneratedToken } from "../generation.js";
+import type { PromptResult } from "../session.js";
+import { MEDIA_MARKER, type PromptPart } from "../media.js";
 import type { Model } from "../model.js";
 import { EventStream, HttpError, anySignal, badField, requestDeadline, sendJson } from "./http.js";
+import { mediaError, resolveMedia, type MediaParams, type RequestMedia } from "./media.js";
 import { chatParams, completionParams, type GenerationParams } from "./params.js";
 import { deltaOf, replyMessage } from "./tools.js";
 import type { SessionPool } from "./pool.js";
@@ -32,6 +35,20 @@ export interface ServerState {
   embeddingModelIds: string[];
   /** The server's cap on max_tokens (ServerOptions.maxTokensCap); undefined: none. */
   maxTokensCap?: number;
+  /** Whether image_url may be an http(s) URL the server fetches (ServerOptions.allowImageUrls). */
+  allowImageUrls?: boolean;
+}
+
+/** What a request's image and audio parts may be: what the model's projector takes. */
+export function mediaParams(state: ServerState): MediaParams {
+  return { accepts: state.model.info.projector, allowUrls: state.allowImageUrls ?? false };
+}
+
+/** A chat prompt with images or audio: the rendered text (one marker per item) and its parts. */
+interface MediaPrompt {
+  parts: PromptPart[];
+  rendered: readonly RenderedMedia[];
+  media: readonly RequestMedia[];
 }
 
 type Kind = "completion" | "chat";
@@ -51,6 +68,7 @@ export function toHttpError(err: unknown): HttpError {
       case "ERR_CONTEXT_FULL":
         return new HttpError(400, err.message, "invalid_request_error", "context_length_exceeded");
       case "ERR_INVALID_ARGUMENT":
+      case "ERR_MEDIA_INVALID":
       case "ERR_TEMPLATE_INVALID":
       case "ERR_GRAMMAR_INVALID":
       case "ERR_TOKEN_INVALID":
@@ -80,20 +98,33 @@ export async function completions(state: ServerState, body: Record<string, unkno
 }
 
 export async function chatCompletions(state: ServerState, body: Record<string, unknown>, res: ServerResponse, signal: AbortSignal): Promise<void> {
-  const params = chatParams(body);
+  const params = chatParams(body, mediaParams(state));
+  if (params.media.length > 0) await resolveMedia(params.media, state.model.info.projector!, anySignal(signal, requestDeadline(res)));
   const rendered = await state.template.render(params.messages, {
     addGenerationPrompt: true,
     ...(params.variables ? { variables: params.variables } : {}),
     ...(params.tools ? renderOptions(params.tools) : {}),
   });
-  const tokens = state.model.tokenize(rendered.text, { addSpecial: true, parseSpecial: true });
+  let media: MediaPrompt | undefined;
+  let tokens: Int32Array;
+  if (rendered.media.length === 0) {
+    tokens = state.model.tokenize(rendered.text, { addSpecial: true, parseSpecial: true });
+  } else {
+    // The text's tokens (the media's positions are known once evaluated): for the length check
+    // and for choosing the session whose history shares the longest prefix.
+    tokens = state.model.tokenize(rendered.text.replaceAll(MEDIA_MARKER, ""), { addSpecial: true, parseSpecial: true });
+    const pieces = rendered.text.split(MEDIA_MARKER);
+    const parts: PromptPart[] = [pieces[0]!];
+    rendered.media.forEach((item, k) => parts.push(item.type === "image" ? { image: item.data } : { audio: item.data }, pieces[k + 1]!));
+    media = { parts, rendered: rendered.media, media: params.media };
+  }
   const endOfTurn = await state.template.endOfTurn();
   let parser: ChatOutputParser | undefined;
   if (params.tools && rendered.format) {
     parser = new ChatOutputParser(rendered.format, { parseToolCalls: params.tools.toolChoice !== "none" });
     params.sampling = { ...params.sampling, ...grammarOptions(rendered.format, params.tools.toolChoice, params.tools.reasoning) };
   }
-  await generate(state, "chat", params, tokens, [...rendered.stops, ...(endOfTurn ? [endOfTurn] : [])], "", res, signal, parser);
+  await generate(state, "chat", params, tokens, [...rendered.stops, ...(endOfTurn ? [endOfTurn] : [])], "", res, signal, parser, media);
 }
 
 export async function generate(
@@ -106,6 +137,7 @@ export async function generate(
   res: ServerResponse,
   signal: AbortSignal,
   parser?: ChatOutputParser,
+  media?: MediaPrompt,
 ): Promise<void> {
   const capacity = state.context.contextSize;
   if (tokens.length >= capacity) {
@@ -117,16 +149,32 @@ export async function generate(
   // The request's time limit: before the reply begins it ends the request (a 503, the deadline's
   // reason); after, it ends the generation with what it has (finish_reason "length").
   const deadline = requestDeadline(res);
-  const session = await state.pool.acquire(tokens, anySignal(signal, deadline));
+  // With media, `tokens` are the text's: the session is chosen by the text before the first item.
+  const session = await state.pool.acquire(media ? state.model.tokenize(media.parts[0] as string, { addSpecial: true, parseSpecial: true }) : tokens, anySignal(signal, deadline));
   const record = state.metrics.begin(session, tokens.length);
   let unlisten = () => {};
   try {
-    record.prompted(await session.prompt(tokens, { signal: anySignal(signal, deadline) }));
+    let prompted: PromptResult;
+    if (media) {
+      try {
+        prompted = await session.prompt(media.parts, { addSpecial: true, parseSpecial: true, signal: anySignal(signal, deadline) });
+      } catch (err) {
+        throw mediaError(err, media.rendered, media.media) ?? err;
+      }
+    } else {
+      prompted = await session.prompt(tokens, { signal: anySignal(signal, deadline) });
+    }
+    record.prompted(prompted);
+    // The prompt's length, images and audio included.
+    const promptLength = prompted.length;
+    if (promptLength >= capacity) {
+      throw new HttpError(400, `The prompt has ${promptLength} tokens, images and audio included; this server's sessions hold ${capacity} (the reply included)`, "invalid_request_error", "context_length_exceeded", "messages");
+    }
     const stop = [...params.stop, ...templateStops];
     const cap = state.maxTokensCap ?? capacity;
     const generation = session.generate({
       ...params.sampling,
-      maxTokens: Math.min(params.maxTokens ?? cap, cap, capacity - tokens.length),
+      maxTokens: Math.min(params.maxTokens ?? cap, cap, capacity - promptLength),
       ...(stop.length > 0 ? { stop } : {}),
       ...(params.logprobs === undefined ? {} : { logprobs: params.logprobs === 0 ? true : params.logprobs }),
       signal,
@@ -168,7 +216,7 @@ export async function generate(
         // llama-server's timings go in the last chunk.
         const timings = record.timings();
         await stream.send({ ...head, choices: [last], ...(params.includeUsage ? {} : { timings }) });
-        if (params.includeUsage) await stream.send({ ...head, choices: [], usage: usage(tokens.length, count), timings });
+        if (params.includeUsage) await stream.send({ ...head, choices: [], usage: usage(promptLength, count), timings });
         stream.end();
       } catch (err) {
         // The status line is sent: the error goes into the stream, which then ends.
@@ -192,7 +240,7 @@ export async function generate(
       kind === "chat"
         ? { index: 0, message, logprobs: logprobs.all(), finish_reason: finish }
         : { index: 0, text, logprobs: logprobs.all(), finish_reason: finish };
-    sendJson(res, 200, { ...head, object: kind === "chat" ? "chat.completion" : "text_completion", choices: [choice], usage: usage(tokens.length, count), timings: record.timings() });
+    sendJson(res, 200, { ...head, object: kind === "chat" ? "chat.completion" : "text_completion", choices: [choice], usage: usage(promptLength, count), timings: record.timings() });
   } finally {
     unlisten();
     record.end();

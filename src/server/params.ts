@@ -5,12 +5,13 @@
  * ignored (as OpenAI-compatible servers do); a known field with a bad value is a 400 naming the
  * field. `null` counts as absent.
  */
-import type { ChatMessage, JsonValue } from "../chat.js";
+import type { ChatContentPart, ChatMessage, JsonValue } from "../chat.js";
 import { GENERATE_OPTIONS } from "../options/generate.js";
 import type { SamplingOptions } from "../options/sampling.js";
 import { fromFields } from "./fields.js";
 import { badField } from "./http.js";
 import type { ToolPlan } from "../chat-tools.js";
+import { mediaPart, type MediaParams, type RequestMedia } from "./media.js";
 import { messageToolFields, toolParams } from "./tools.js";
 
 type Body = Record<string, unknown>;
@@ -36,6 +37,8 @@ export interface ChatParams extends GenerationParams {
   variables: Record<string, JsonValue> | undefined;
   /** tools, tool_choice, parallel_tool_calls, reasoning_format (undefined when none is set). */
   tools: ToolPlan | undefined;
+  /** The messages' image and audio parts, in message order (empty for text only). */
+  media: RequestMedia[];
 }
 
 function get(body: Body, key: string): unknown {
@@ -105,11 +108,15 @@ export function completionParams(body: Body): CompletionParams {
   return { ...common(body), prompt: text, echo: bool(body, "echo") ?? false, logprobs };
 }
 
-/** POST /v1/chat/completions */
-export function chatParams(body: Body): ChatParams {
+/** No projector: image and audio parts are refused. */
+const NO_MEDIA: MediaParams = { accepts: null, allowUrls: false };
+
+/** POST /v1/chat/completions; `mediaParams` says what image and audio parts may be (src/server/media.ts). */
+export function chatParams(body: Body, mediaParams: MediaParams = NO_MEDIA): ChatParams {
   const raw = get(body, "messages");
   if (!Array.isArray(raw) || raw.length === 0) throw badField("messages", "messages must be a non-empty array");
-  const messages = raw.map((m, i) => chatMessage(m, i));
+  const media: RequestMedia[] = [];
+  const messages = raw.map((m, i) => chatMessage(m, i, mediaParams, media));
   const tools = toolParams(body);
   const base = common(body, "max_completion_tokens");
   if (tools && tools.toolChoice !== "none" && (base.sampling.grammar !== undefined || base.sampling.jsonSchema !== undefined)) {
@@ -124,34 +131,38 @@ export function chatParams(body: Body): ChatParams {
     messages,
     variables,
     tools,
+    media,
     logprobs: wantLogprobs ? (top ?? 0) : undefined,
   };
 }
 
 const ROLES = new Set(["system", "developer", "user", "assistant", "tool"]);
 
-function chatMessage(m: unknown, i: number): ChatMessage {
+function chatMessage(m: unknown, i: number, mediaParams: MediaParams, media: RequestMedia[]): ChatMessage {
   const param = `messages[${i}]`;
   if (m === null || typeof m !== "object" || Array.isArray(m)) throw badField(param, `${param} must be an object`);
   const { role, content } = m as Body;
   if (typeof role !== "string" || !ROLES.has(role)) throw badField(`${param}.role`, `${param}.role must be one of ${[...ROLES].join(", ")}`);
-  let text: string;
+  let text: string | ChatContentPart[];
   if (typeof content === "string") {
     text = content;
   } else if (content === null || content === undefined) {
     if (role !== "assistant" && role !== "tool") throw badField(`${param}.content`, `${param}.content must be a string`);
     text = "";
   } else if (Array.isArray(content)) {
-    const parts = content.map((part: unknown) => {
+    // Text parts on separate lines; images and audio as parts of the message (llama-server's
+    // join: no line break around them, src/chat.ts).
+    const parts = content.map((part: unknown, j: number): ChatContentPart => {
       const p = part as Body | null;
-      if (p === null || typeof p !== "object" || p.type !== "text" || typeof p.text !== "string") {
-        throw badField(`${param}.content`, "Only text content parts ({ type: \"text\", text }) are supported");
-      }
-      return p.text;
+      const field = `${param}.content[${j}]`;
+      if (p === null || typeof p !== "object" || Array.isArray(p)) throw badField(field, `${field} must be a content part object`);
+      if (p.type !== "text") return mediaPart(p, field, { message: i, index: j }, mediaParams, media);
+      if (typeof p.text !== "string") throw badField(`${field}.text`, `${field}.text must be a string`);
+      return { type: "text", text: p.text };
     });
-    text = parts.join("\n");
+    text = parts.every((p) => p.type === "text") ? parts.map((p) => (p as { text: string }).text).join("\n") : parts;
   } else {
-    throw badField(`${param}.content`, `${param}.content must be a string or an array of text parts`);
+    throw badField(`${param}.content`, `${param}.content must be a string or an array of content parts`);
   }
   return { role: role === "developer" ? "system" : role, content: text, ...messageToolFields(m as Body, param) };
 }

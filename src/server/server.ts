@@ -53,6 +53,18 @@ export interface ServerOptions extends Omit<ContextOptions, "sequences" | "conte
   model: Model | string;
   /** How to load `model` when it is a path (e.g. `{ gpuLayers: "max" }`). */
   load?: Omit<LoadModelOptions, "signal" | "onProgress">;
+  /**
+   * A multimodal projector (mmproj GGUF) for the model, llama-server's `--mmproj`: chat messages
+   * then take images (`image_url` parts) and audio (`input_audio`), as the projector allows, and
+   * /props reports them in `modalities`. Loaded with the model (onto a given Model that has none).
+   */
+  projector?: string;
+  /**
+   * Let `image_url` parts be http(s) URLs, which the server fetches (at most 20 MiB, within 10 s).
+   * Default false: only data URIs, and a URL is a 400. The server then reaches whatever its
+   * clients name: turn it on only for clients you trust.
+   */
+  allowImageUrls?: boolean;
   /** Port (default 8080; 0 picks a free one). */
   port?: number;
   /** Address to listen on (default "127.0.0.1": this machine only). */
@@ -69,7 +81,7 @@ export interface ServerOptions extends Omit<ContextOptions, "sequences" | "conte
    * The model for /v1/embeddings (a Model or a path); default: the served model, with mean pooling.
    */
   embeddingModel?: Model | string;
-  /** Largest request body accepted, in bytes (default 1 MiB; larger: 413). */
+  /** Largest request body accepted, in bytes (default 1 MiB, 32 MiB with a projector; larger: 413). */
   maxBodyBytes?: number;
   /**
    * Called with one line per request (method, path, status, milliseconds), and with the warning
@@ -134,6 +146,8 @@ function modelIdOf(model: Model): string {
 const SERVER_KEYS = optionKeys<Omit<ServerOptions, keyof ContextOptions>>({
   model: true,
   load: true,
+  projector: true,
+  allowImageUrls: true,
   port: true,
   host: true,
   parallel: true,
@@ -178,7 +192,11 @@ function checkOptions(options: ServerOptions): void {
     }
   }
   if (log !== undefined && typeof log !== "function") invalidArgument("log", "a function", log);
-  for (const key of ["metrics", "slots"] as const) if (options[key] !== undefined && typeof options[key] !== "boolean") invalidArgument(key, "a boolean", options[key]);
+  for (const key of ["metrics", "slots", "allowImageUrls"] as const) if (options[key] !== undefined && typeof options[key] !== "boolean") invalidArgument(key, "a boolean", options[key]);
+  if (options.projector !== undefined && (typeof options.projector !== "string" || options.projector === "")) invalidArgument("projector", "a non-empty string (the mmproj file)", options.projector);
+  if (options.projector !== undefined && options.load?.projector !== undefined && options.load.projector !== options.projector) {
+    invalidArgument("load.projector", "unset, or the same file as projector", options.load.projector);
+  }
 }
 
 /** Each sequence's share of the whole context (llama-server's -c divided by -np); none given: the context's default. */
@@ -200,8 +218,14 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     for (const m of owned.splice(0)) m.dispose();
   };
   try {
-    const model = typeof options.model === "string" ? await loadModel(options.model, options.load) : options.model;
+    const projector = options.projector;
+    const model = typeof options.model === "string" ? await loadModel(options.model, { ...options.load, ...(projector === undefined ? {} : { projector }) }) : options.model;
     if (typeof options.model === "string") owned.push(model);
+    else if (projector !== undefined) {
+      const loaded = model.info.projector;
+      if (loaded === null) await model.loadProjector(projector);
+      else if (loaded.path !== path.resolve(projector)) invalidArgument("projector", `unset or ${loaded.path}: the model has that projector already`, projector);
+    }
     const parallel = options.parallel ?? 4;
     const contextOptions: Record<string, unknown> = {};
     for (const key of Object.keys(CONTEXT_OPTIONS)) if (key !== "sequences" && key !== "contextSize") contextOptions[key] = options[key as keyof ServerOptions];
@@ -221,6 +245,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       pool,
       template,
       maxTokensCap: options.maxTokensCap,
+      allowImageUrls: options.allowImageUrls ?? false,
       created: Math.floor(Date.now() / 1000),
       metrics: new ServerMetrics(parallel, context.contextSize),
       endpoints: { metrics: options.metrics ?? false, slots: options.slots ?? false },
@@ -283,7 +308,8 @@ function checkCloseOptions(options: CloseOptions): number {
 }
 
 async function listen(state: ServerState, options: ServerOptions, release: () => void): Promise<RunningServer> {
-  const limit = options.maxBodyBytes ?? 1 << 20;
+  // Images and audio come base64 in the body: a larger default with a projector.
+  const limit = options.maxBodyBytes ?? (state.model.info.projector === null ? 1 << 20 : 32 << 20);
   const timeLimit = options.requestTimeout ?? DEFAULT_REQUEST_TIMEOUT;
   const cors = options.cors === undefined ? undefined : typeof options.cors === "string" ? [options.cors] : [...options.cors];
   // Each running request's controller: aborted when its client goes away (no reason), or with an
