@@ -53,7 +53,13 @@ Failure TokenizeMedia(Projector& projector, MediaPrompt& prompt, int32_t nVocab)
   std::vector<MtmdBitmapPtr> bitmaps;
   for (size_t i = 0; i < prompt.media.size(); i++) {
     const std::vector<uint8_t>& bytes = prompt.media[i];
-    mtmd_helper_bitmap_wrapper w = mtmd_helper_bitmap_init_from_buf(mctx, bytes.data(), bytes.size(), false, mtmd_helper_init_opt_default());
+    mtmd_helper_bitmap_wrapper w{};
+    try {
+      w = mtmd_helper_bitmap_init_from_buf(mctx, bytes.data(), bytes.size(), false, mtmd_helper_init_opt_default());
+    } catch (const std::exception& e) {
+      // miniaudio's frame count of a damaged file can make the decoder's buffer throw (length_error).
+      return {"ERR_MEDIA_INVALID", "Media item " + std::to_string(i) + " could not be decoded: " + e.what()};
+    }
     MtmdBitmapPtr bitmap(w.bitmap);
     if (!bitmap) {
       return {"ERR_MEDIA_INVALID", "Media item " + std::to_string(i) + " (" + std::to_string(bytes.size()) +
@@ -65,7 +71,10 @@ Failure TokenizeMedia(Projector& projector, MediaPrompt& prompt, int32_t nVocab)
     if (!audio && (mtmd_bitmap_get_nx(bitmap.get()) == 0 || mtmd_bitmap_get_ny(bitmap.get()) == 0)) {
       return {"ERR_MEDIA_INVALID", "Media item " + std::to_string(i) + " is an image of zero size"};
     }
-    if (audio && mtmd_bitmap_get_n_bytes(bitmap.get()) == 0) return {"ERR_MEDIA_INVALID", "Media item " + std::to_string(i) + " is audio without samples"};
+    // libmtmd's mel spectrogram asserts on fewer than two samples.
+    if (audio && mtmd_bitmap_get_n_bytes(bitmap.get()) <= 2 * sizeof(float)) {
+      return {"ERR_MEDIA_INVALID", "Media item " + std::to_string(i) + " is audio with almost no samples"};
+    }
     bitmaps.push_back(std::move(bitmap));
   }
   std::vector<const mtmd_bitmap*> views;

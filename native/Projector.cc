@@ -298,7 +298,12 @@ std::string CheckGemma3(const gguf_context* g) {
   const int64_t e = s.nEmbd;
   c.Need("v.patch_embd.weight", {patch, patch, 3, e}, true, kConv);
   c.Need("v.patch_embd.bias", {e}, false, kF32);
-  c.Need("v.position_embd.weight", {e, grid * grid}, false, kF32);
+  // Added to the [n_embd, patches] input: ggml broadcasts a table whose rows divide the patches.
+  const TensorShape pos = c.Need("v.position_embd.weight", {e, -1}, false, kF32);
+  if (c.problem.empty() && pos.present && (grid * grid) % pos.ne[1] != 0) {
+    return "tensor v.position_embd.weight has " + std::to_string(pos.ne[1]) + " positions, which do not divide the " + std::to_string(grid * grid) +
+           " patches of an image (clip.vision.image_size / patch_size, squared)";
+  }
   c.Need("v.pre_ln.weight", {e}, false, kF32);
   c.Need("v.pre_ln.bias", {e}, false, kF32);
   CheckBlocks(c, g, "v", s.nLayer, e, s.nHead, s.nHeadKv, s.dHead, false, true);
@@ -430,7 +435,7 @@ Failure CheckProjectorHeader(const gguf_context* g, const std::string& path) {
   if (audio) {
     const std::string t = typeOf("audio");
     if ((t == "ultravox" || t == "voxtral" || t == "meralion") && stack == 0) {
-      return invalid("clip.audio.projector.stack_factor is 0; a " + t + " projector stacks at least one frame (libmtmd asserts so)");
+      return invalid("clip.audio.projector.stack_factor is 0; a projector of type " + t + " stacks at least one frame (libmtmd asserts so)");
     }
     if (t == "voxtral" && stack > 0 && 750 % stack != 0) {
       // Voxtral pools the encoder's 1500 positions to 750 before the stacking, which pads them;
@@ -440,15 +445,15 @@ Failure CheckProjectorHeader(const gguf_context* g, const std::string& path) {
                                      "libmtmd aborts on it (\"Invalid number of output tokens\")"};
     }
     if (t == "ultravox" || t == "voxtral") {
-      if (std::string p = CheckWhisper(g, t); !p.empty()) return invalid("as " + t + " audio projector, " + p);
+      if (std::string p = CheckWhisper(g, t); !p.empty()) return invalid("as an audio projector of type " + t + ", " + p);
     }
   }
   if (vision) {
     const std::string t = typeOf("vision");
     if (t == "gemma3") {
-      if (std::string p = CheckGemma3(g); !p.empty()) return invalid("as a gemma3 vision projector, " + p);
+      if (std::string p = CheckGemma3(g); !p.empty()) return invalid("as a vision projector of type gemma3, " + p);
     } else if (std::string p = CheckOtherLayout(g, t); !p.empty()) {
-      return invalid("as " + t + " vision projector, " + p);
+      return invalid("as a vision projector of type " + t + ", " + p);
     }
   }
   return {};

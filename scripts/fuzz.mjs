@@ -23,6 +23,13 @@
  * generated tokens. Every mutant must work or be refused with a LlamaError; crashes and hangs
  * are saved to tests/fuzz/new-failures/ and fail the run. With it: --ts-seed S (default 25),
  * --mutator structure|bytes|both (default structure), --json FILE (the figures).
+ *
+ * --media N runs the media fuzz (tests/fuzz/media-fuzz.ts through run-fuzz.ts --media): N
+ * mutants of the gemma3 and ultravox fixture projectors (hyperparameters, key types, tensor
+ * shapes and types, projector types) and of PNG, JPEG, WAV and MP3 files, each loaded with a
+ * text model and run through a prompt and 2 generated tokens, plus every projector type over
+ * both projectors. Crashes and hangs are saved to tests/fuzz/new-failures/ and fail the run.
+ * With it: --ts-seed S, --json FILE.
  */
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
@@ -48,6 +55,7 @@ const option = (name, fallback) => {
   return argv.splice(i, 2)[1];
 };
 const tsCount = option("--ts", undefined);
+const mediaCount = option("--media", undefined);
 const tsSeed = option("--ts-seed", "25");
 const tsMutator = option("--mutator", "structure");
 const tsJson = option("--json", undefined);
@@ -59,6 +67,12 @@ const jobs = Number(option("--jobs", String(os.availableParallelism())));
 if (argv.length > 0) {
   console.error(`fuzz: unknown arguments ${argv.join(" ")}`);
   process.exit(2);
+}
+if (mediaCount !== undefined) {
+  // The media fuzz through decode (tests/fuzz/run-fuzz.ts --media); no native fuzz build.
+  const args = ["--import", path.join(root, "tests/helpers/register-ts-cached.mjs"), path.join(root, "tests/fuzz/run-fuzz.ts"), "--media",
+    "--count", mediaCount, "--seed", tsSeed, "--save", path.join(root, "tests", "fuzz", "new-failures"), ...(tsJson ? ["--json", tsJson] : [])];
+  process.exit(run(process.execPath, args, { env: { ...process.env, LLAMA_NAPI_LOG_LEVEL: "none" } }));
 }
 if (tsCount !== undefined) {
   // The TypeScript fuzzer through decode (tests/fuzz/run-fuzz.ts); no native fuzz build.

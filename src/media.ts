@@ -90,6 +90,7 @@ export async function readPromptParts(parts: readonly PromptPart[], accepts: { i
     }
     const bytes = await readSource((part as Record<string, MediaSource>)[kind]!, `prompt[${i}].${kind}`);
     if (kind === "image") checkImageSize(bytes, `prompt[${i}].image`);
+    else checkWav(bytes, `prompt[${i}].audio`);
     text += MEDIA_MARKER;
     media.push(bytes);
   }
@@ -142,6 +143,33 @@ export function imageSize(b: Uint8Array): { width: number; height: number } | un
     }
   }
   return undefined;
+}
+
+/** The longest audio accepted (resampled to the projector's rate, it is decoded whole first). */
+const MAX_AUDIO_SECONDS = 3600;
+
+/**
+ * Refuses, before anything decodes it, a WAV file whose header asks for an absurd decode: a
+ * sample rate under 1 kHz or over 768 kHz (resampling 2 Hz audio to 16 kHz makes an hour of
+ * samples from a second), or more than an hour of audio. Other formats go to libmtmd as they are.
+ */
+function checkWav(b: Uint8Array, where: string): void {
+  const view = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  const tag = (at: number) => String.fromCharCode(b[at]!, b[at + 1]!, b[at + 2]!, b[at + 3]!);
+  if (b.byteLength < 12 || tag(0) !== "RIFF" || tag(8) !== "WAVE") return;
+  let byteRate = 0;
+  for (let at = 12; at + 8 <= b.byteLength; ) {
+    const id = tag(at);
+    const size = view.getUint32(at + 4, true);
+    if (id === "fmt " && at + 16 <= b.byteLength && size >= 12) {
+      const rate = view.getUint32(at + 12, true);
+      byteRate = view.getUint32(at + 16, true);
+      if (rate < 1000 || rate > 768_000) throw new LlamaError("ERR_MEDIA_INVALID", `${where} is WAV audio at ${rate} Hz; sample rates from 1 kHz to 768 kHz are accepted`);
+    } else if (id === "data" && byteRate > 0 && Math.min(size, b.byteLength) / byteRate > MAX_AUDIO_SECONDS) {
+      throw new LlamaError("ERR_MEDIA_INVALID", `${where} is longer than ${MAX_AUDIO_SECONDS / 60} minutes of audio: cut it first`);
+    }
+    at += 8 + size + (size & 1);
+  }
 }
 
 /** Refuses, before anything decodes it, an image of zero size or too large to decode safely. */

@@ -9,6 +9,11 @@
  *
  *   node --import ./tests/helpers/register-ts-cached.mjs tests/fuzz/run-fuzz.ts --count N
  *     [--seed S] [--mutator structure|bytes|both] [--save DIR] [--json FILE]
+ *
+ * With --media, the media fuzz instead (`npm run fuzz -- --media N`, tests/fuzz/media-fuzz.ts):
+ * N mutants of the gemma3 / ultravox fixture projectors and of PNG, JPEG, WAV and MP3 seeds,
+ * each run through loadModel(text, { projector }) and a prompt with the medium plus 2 generated
+ * tokens, and every projector type over both projectors; the same rule, saved to --save.
  */
 import fs from "node:fs";
 import os from "node:os";
@@ -17,6 +22,7 @@ import path from "node:path";
 import { LLAMA_VOCAB_PATHS, writeRandomLlama } from "../../src/fixtures/llama.js";
 import { writeTinyMamba } from "../helpers/uncomputable.js";
 import { runLoaderFuzz, type FuzzFailure } from "./loader-fuzz.js";
+import { runMediaCampaign } from "./media-fuzz.js";
 import { cutVocab, writeSeeds } from "./native/make-seeds.js";
 import { writeSmallGpt2, writeSmallGpt2Vocab } from "./small-gpt2.js";
 
@@ -44,6 +50,30 @@ async function bases(dir: string): Promise<string[]> {
   await writeRandomLlama(path.join(dir, "llama-w32.gguf"), { nEmbd: 32, nHead: 2, nHeadKv: 1, nLayer: 1, nCtx: 32, nFf: 64, seed: 12, vocab: spm });
   await writeTinyMamba(path.join(dir, "mamba-f32.gguf"), vocab, 13);
   return fs.readdirSync(dir).filter((f) => f.endsWith(".gguf") && !f.startsWith(".") && f !== "header-only.gguf").sort().map((f) => path.join(dir, f));
+}
+
+if (process.argv.includes("--media")) {
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), "llama-napi-media-fuzz-"));
+  try {
+    const started = performance.now();
+    const r = await runMediaCampaign({
+      count,
+      seed,
+      work,
+      saveFailuresTo: save || undefined,
+      onProgress: (k) => {
+        if (k % 250 === 0) console.log(`  ${k} / ${count} mutants, ${((performance.now() - started) / 1000).toFixed(0)} s`);
+      },
+    });
+    console.log(`media fuzz: ${r.count} inputs (${count} mutants + the projector-type sweep, seed ${seed}) in ${r.seconds.toFixed(0)} s, slowest ${r.slowestMs.toFixed(0)} ms`);
+    for (const [target, outcomes] of Object.entries(r.perTarget)) console.log(`  ${target.padEnd(20)} ${JSON.stringify(outcomes)}`);
+    for (const f of r.failures) console.log(`FAILURE ${f.kind} ${f.target} #${f.index}: ${f.description} -- ${f.detail}`);
+    if (jsonOut) fs.writeFileSync(jsonOut, JSON.stringify({ ...r, seed, seconds: Number(r.seconds.toFixed(1)) }, null, 2) + "\n");
+    process.exitCode = r.failures.length > 0 ? 1 : 0;
+  } finally {
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+  process.exit();
 }
 
 const work = fs.mkdtempSync(path.join(os.tmpdir(), "llama-napi-ts-fuzz-"));
