@@ -106,7 +106,8 @@ check(!["preinstall", "install", "postinstall"].some((s) => manifest.scripts?.[s
 const paths = info.files.map((f) => f.path);
 check(!paths.includes("binding.gyp"), "no binding.gyp (npm would run node-gyp rebuild on install)");
 check(paths.includes("vendor/llama.cpp/.llama-napi-vendor.json") && paths.includes("vendor/llama.cpp/CMakeLists.txt"), "the pruned llama.cpp sources and their stamp are in the tarball");
-check(!paths.some((p) => /^vendor\/llama\.cpp\/(tests|docs|examples|tools|\.git)\//.test(p)), "no llama.cpp tests, docs, examples, tools or .git in the tarball");
+check(!paths.some((p) => /^vendor\/llama\.cpp\/(?:(?:tests|docs|examples|\.git)\/|tools\/(?!mtmd\/))/.test(p)), "no llama.cpp tests, docs, examples, tools (but libmtmd's sources) or .git in the tarball");
+check(!paths.some((p) => /^vendor\/llama\.cpp\/tools\/mtmd\/(tests\/|legacy-models\/|test-)/.test(p)), "no libmtmd test media or legacy converters in the tarball");
 
 // 2. the prebuild: shipped, or staged from build/Release.
 const shipped = paths.filter((p) => p.startsWith(`prebuilds/${tuple}/`));

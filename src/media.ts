@@ -61,9 +61,12 @@ export const MEDIA_MARKER = "<__media__>";
 const MAX_PIXELS = 1 << 26;
 const MAX_SIDE = 16_384;
 
-/** Whether a prompt input is a list of parts (rather than text or token ids). */
+/**
+ * Whether a prompt input is a list of parts (rather than text or token ids): an array with a
+ * string or an object in it. Anything else array-like is read as token ids (and refused there).
+ */
 export function isPromptParts(input: unknown): input is readonly PromptPart[] {
-  return Array.isArray(input) && input.some((p) => typeof p !== "number");
+  return Array.isArray(input) && input.some((p) => typeof p === "string" || (p !== null && typeof p === "object"));
 }
 
 /**

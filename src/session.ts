@@ -318,7 +318,7 @@ export class Session {
 
   async #readParts(parts: readonly PromptPart[]): Promise<{ text: string; media: Uint8Array[] }> {
     const projector = this.context.model.info.projector;
-    if (projector === null && parts.some((p) => typeof p !== "string")) {
+    if (projector === null && parts.some((p) => p !== null && typeof p === "object" && ("image" in p || "audio" in p))) {
       throw new LlamaError("ERR_STATE", "This model has no projector for images or audio: load one with model.loadProjector(path) or loadModel(path, { projector })");
     }
     return readPromptParts(parts, projector ?? { image: false, audio: false });
