@@ -164,9 +164,15 @@ function checkWav(b: Uint8Array, where: string): void {
   for (let at = 12; at + 8 <= b.byteLength; ) {
     const id = tag(at);
     const size = view.getUint32(at + 4, true);
-    if (id === "fmt " && at + 16 <= b.byteLength && size >= 12) {
+    if (id === "fmt " && at + 24 <= b.byteLength && size >= 16) {
+      const format = view.getUint16(at + 8, true);
       const rate = view.getUint32(at + 12, true);
       byteRate = view.getUint32(at + 16, true);
+      // ADPCM (MS 2, IMA 0x11) needs the extended format block; without it miniaudio reads a
+      // garbage frame count and libmtmd's decoder throws, leaking the decoder's state.
+      if ((format === 2 || format === 0x11) && size < 20) {
+        throw new LlamaError("ERR_MEDIA_INVALID", `${where} is ADPCM WAV audio without its extended format block: the file is damaged`);
+      }
       if (rate < 1000 || rate > 768_000) throw new LlamaError("ERR_MEDIA_INVALID", `${where} is WAV audio at ${rate} Hz; sample rates from 1 kHz to 768 kHz are accepted`);
     } else if (id === "data" && byteRate > 0 && Math.min(size, b.byteLength) / byteRate > MAX_AUDIO_SECONDS) {
       throw new LlamaError("ERR_MEDIA_INVALID", `${where} is longer than ${MAX_AUDIO_SECONDS / 60} minutes of audio: cut it first`);
