@@ -4,19 +4,16 @@
  * generated tokens) is recorded against the mutation it was running, and a new child goes on
  * with the next mutation, so one crash does not hide others.
  */
-import { fork } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 
 import { readGguf } from "../../src/gguf/index.js";
-import type { RunRequest, RunnerMessage } from "./load-runner.js";
+import type { RunRequest } from "./load-runner.js";
 import { headerFields, mutate } from "./mutate.js";
 import { mutateStructure, parseGguf } from "./structure.js";
+import { runWatchedChild } from "./watch-child.js";
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const repoRoot = path.resolve(here, "../..");
 
 export interface FuzzFailure {
   index: number;
@@ -56,63 +53,22 @@ export interface FuzzOptions {
   onProgress?: (done: number) => void;
 }
 
-interface ChildResult {
-  /** The first index the child did not finish. */
-  next: number;
-  failure?: FuzzFailure;
-}
-
-function runChild(req: RunRequest, timeoutMs: number, report: FuzzReport, warmup: number, onProgress?: (done: number) => void): Promise<ChildResult> {
-  return new Promise((resolve) => {
-    const child = fork(path.join(here, "load-runner.ts"), [JSON.stringify(req)], {
-      cwd: repoRoot,
-      execArgv: ["--import", path.join(here, "..", "helpers", "register-ts-cached.mjs")],
-      env: { ...process.env, LLAMA_NAPI_LOG_LEVEL: "none" },
-      stdio: ["ignore", "ignore", "pipe", "ipc"],
-    });
-    let stderr = "";
-    child.stderr?.on("data", (d: Buffer) => {
-      stderr = (stderr + d.toString()).slice(-2000);
-    });
-    let current: { index: number; description: string } | undefined;
-    let next = req.from;
-    let timer: NodeJS.Timeout | undefined;
-    let settled: ChildResult | undefined;
-    const finish = (r: ChildResult) => {
-      settled ??= r;
-    };
-    child.on("message", (m: RunnerMessage) => {
-      if (m.type === "start") {
-        current = { index: m.index, description: m.description };
-        timer = setTimeout(() => {
-          finish({ next: m.index + 1, failure: { index: m.index, description: m.description, kind: "hang", detail: `no result after ${timeoutMs} ms` } });
-          child.kill("SIGKILL");
-        }, timeoutMs);
-      } else if (m.type === "done") {
-        clearTimeout(timer);
-        current = undefined;
-        next = m.index + 1;
-        report.outcomes[m.outcome] = (report.outcomes[m.outcome] ?? 0) + 1;
-        report.results[m.index] = m.outcome;
-        report.slowestMs = Math.max(report.slowestMs, m.ms);
-        onProgress?.(m.index + 1);
-        if (m.index === warmup - 1) report.rssAfterWarmup = m.rss;
-        if (m.index >= warmup) report.rssMax = Math.max(report.rssMax, m.rss);
-        if (m.outcome.startsWith("NOT_A_LLAMA_ERROR")) {
-          report.failures.push({ index: m.index, description: "", kind: "not-a-llama-error", detail: m.outcome });
-        }
-      } else {
-        finish({ next: req.to });
+function runChild(req: RunRequest, timeoutMs: number, report: FuzzReport, warmup: number, onProgress?: (done: number) => void): Promise<{ next: number; failure?: FuzzFailure }> {
+  return runWatchedChild<{ outcome: string; ms: number; rss: number }>({
+    runner: "load-runner.ts",
+    request: req,
+    timeoutMs,
+    onDone: (m) => {
+      report.outcomes[m.outcome] = (report.outcomes[m.outcome] ?? 0) + 1;
+      report.results[m.index] = m.outcome;
+      report.slowestMs = Math.max(report.slowestMs, m.ms);
+      onProgress?.(m.index + 1);
+      if (m.index === warmup - 1) report.rssAfterWarmup = m.rss;
+      if (m.index >= warmup) report.rssMax = Math.max(report.rssMax, m.rss);
+      if (m.outcome.startsWith("NOT_A_LLAMA_ERROR")) {
+        report.failures.push({ index: m.index, description: "", kind: "not-a-llama-error", detail: m.outcome });
       }
-    });
-    child.on("exit", (code, signal) => {
-      clearTimeout(timer);
-      if (current && !settled) {
-        const detail = `child exited with ${signal ?? `code ${code}`}: ${stderr.trim().split("\n").slice(-3).join(" | ")}`;
-        finish({ next: current.index + 1, failure: { ...current, kind: "crash", detail } });
-      }
-      resolve(settled ?? { next });
-    });
+    },
   });
 }
 

@@ -17,7 +17,6 @@
  * (no result in time) is a failure, and its bytes can be saved for reproduction. Mutant `index`
  * of a seed is always the same bytes.
  */
-import { fork } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -27,9 +26,10 @@ import { LLAMA_VOCAB_PATHS, writeRandomLlama } from "../../src/fixtures/llama.js
 import { encodePng, encodeWav, testImagePixels, testToneSamples, writeAudioProjector, writeVisionProjector } from "../../src/fixtures/mtmd.js";
 import { ggmlTypeInfo } from "../../src/gguf/types.js";
 import { mulberry32 } from "../helpers/math.js";
-import type { MediaRunMessage, MediaRunRequest } from "./media-runner.js";
+import type { MediaRunRequest } from "./media-runner.js";
 import { cutVocab } from "./native/make-seeds.js";
 import { mutateStructure, parseGguf, writeParts, type GgufParts } from "./structure.js";
+import { runWatchedChild } from "./watch-child.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repoRoot = path.resolve(here, "../..");
@@ -507,64 +507,24 @@ export interface MediaFuzzOptions {
   onProgress?: (done: number) => void;
 }
 
-interface ChildResult {
-  next: number;
-  failure?: MediaFuzzFailure;
-}
-
-function runChild(req: MediaRunRequest, timeoutMs: number, report: MediaFuzzReport, onProgress?: (done: number) => void): Promise<ChildResult> {
-  return new Promise((resolve) => {
-    const child = fork(path.join(here, "media-runner.ts"), [JSON.stringify(req)], {
-      cwd: repoRoot,
-      execArgv: ["--import", path.join(here, "..", "helpers", "register-ts-cached.mjs")],
-      env: { ...process.env, LLAMA_NAPI_LOG_LEVEL: "none" },
-      stdio: ["ignore", "ignore", "pipe", "ipc"],
-    });
-    let stderr = "";
-    child.stderr?.on("data", (d: Buffer) => {
-      stderr = (stderr + d.toString()).slice(-4000);
-    });
-    let current: { index: number; description: string } | undefined;
-    let next = req.from;
-    let timer: NodeJS.Timeout | undefined;
-    let settled: ChildResult | undefined;
-    const finish = (r: ChildResult) => {
-      settled ??= r;
-    };
-    child.on("message", (m: MediaRunMessage) => {
-      if (m.type === "start") {
-        current = { index: m.index, description: m.description };
-        timer = setTimeout(() => {
-          finish({ next: m.index + 1, failure: { index: m.index, description: m.description, kind: "hang", detail: `no result after ${timeoutMs} ms` } });
-          child.kill("SIGKILL");
-        }, timeoutMs);
-      } else if (m.type === "done") {
-        clearTimeout(timer);
-        next = m.index + 1;
-        report.outcomes[m.outcome] = (report.outcomes[m.outcome] ?? 0) + 1;
-        report.results[m.index] = m.outcome;
-        report.slowestMs = Math.max(report.slowestMs, m.ms);
-        onProgress?.(m.index + 1);
-        if (m.outcome.includes("NOT_A_LLAMA_ERROR")) {
-          report.failures.push({ index: m.index, description: current?.description ?? "", kind: "not-a-llama-error", detail: m.outcome });
-        }
-        current = undefined;
-      } else {
-        finish({ next: req.to });
-      }
-    });
-    child.on("exit", (code, signal) => {
-      clearTimeout(timer);
-      if (current && !settled) {
-        const lines = stderr.trim().split("\n").filter((l) => /GGML_ASSERT|GGML_ABORT|error|abort|terminate|what\(\)|Error/i.test(l));
-        const detail = `child exited with ${signal ?? `code ${code}`}: ${(lines.length > 0 ? lines : stderr.trim().split("\n")).slice(-3).join(" | ")}`;
-        finish({ next: current.index + 1, failure: { ...current, kind: "crash", detail } });
-      } else if (!settled && code !== 0) {
-        // Died outside an input (setup, or making a mutant): the caller reports it.
-        finish({ next, failure: { index: next, description: "child setup", kind: "crash", detail: `child exited with ${signal ?? `code ${code}`}: ${stderr.trim().split("\n").slice(-3).join(" | ")}` } });
-      }
-      resolve(settled ?? { next });
-    });
+function runChild(req: MediaRunRequest, timeoutMs: number, report: MediaFuzzReport, onProgress?: (done: number) => void): Promise<{ next: number; failure?: MediaFuzzFailure }> {
+  return runWatchedChild<{ outcome: string; ms: number }>({
+    runner: "media-runner.ts",
+    request: req,
+    timeoutMs,
+    onDone: (m, description) => {
+      report.outcomes[m.outcome] = (report.outcomes[m.outcome] ?? 0) + 1;
+      report.results[m.index] = m.outcome;
+      report.slowestMs = Math.max(report.slowestMs, m.ms);
+      onProgress?.(m.index + 1);
+      if (m.outcome.includes("NOT_A_LLAMA_ERROR")) report.failures.push({ index: m.index, description, kind: "not-a-llama-error", detail: m.outcome });
+    },
+    // libmtmd logs a lot before it aborts: keep the lines that say why.
+    detail: (stderr) => {
+      const lines = stderr.trim().split("\n").filter((l) => /GGML_ASSERT|GGML_ABORT|error|abort|terminate|what\(\)|Error/i.test(l));
+      return (lines.length > 0 ? lines : stderr.trim().split("\n")).slice(-3).join(" | ");
+    },
+    failOnSetupCrash: true,
   });
 }
 

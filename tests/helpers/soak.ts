@@ -10,6 +10,7 @@
 import http from "node:http";
 
 import { startServer, type RunningServer, type ServerOptions } from "../../src/index.js";
+import { mulberry32 } from "./math.js";
 
 export type SoakKind =
   | "completion"
@@ -82,18 +83,6 @@ export interface SoakReport {
   rss: { samples: number[]; firstQuarterMiB: number; lastQuarterMiB: number; drift: number };
   /** /health after the traffic stopped (and the server settled). */
   final: { busy: number; queued: number };
-}
-
-/** mulberry32: a small seeded generator, so that a run can be repeated. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 const TOOL = {
@@ -288,7 +277,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   }, warmup);
   let lastLog = started;
   const worker = async (id: number) => {
-    const own = random((options.seed ?? 1) * 1000 + id);
+    const own = mulberry32((options.seed ?? 1) * 1000 + id);
     while (Date.now() < end) {
       const kind = pick(own);
       const outcome = await one(kind, options, own);

@@ -20,7 +20,7 @@
 
 import { GgufError, LlamaError } from "../../src/errors.js";
 import { readGguf, type GgufFile } from "../../src/gguf/index.js";
-import { gelu, geluGgmlCpu } from "./gpt2.js";
+import { gelu, geluGgmlCpu, layerNorm, type Norm } from "./gpt2.js";
 import { checkTokens, float32Key, matVec, multiHeadAttention, tensorReader, uint32Key, vocabSize, type Matrix } from "./llama.js";
 
 export type BertPoolingName = "none" | "mean" | "cls" | "last" | "rank";
@@ -63,11 +63,6 @@ export interface BertForwardResult {
 export interface BertReference {
   hparams: BertHparams;
   forward(tokens: readonly number[], opts?: BertForwardOptions): BertForwardResult;
-}
-
-interface Norm {
-  weight: Float32Array;
-  bias: Float32Array;
 }
 
 interface Affine {
@@ -161,15 +156,6 @@ function applyAffine({ w, b }: Affine, x: ArrayLike<number>, roundF16: boolean):
   const y = matVec(w, x, roundF16);
   for (let i = 0; i < y.length; i++) y[i] += b[i];
   return y;
-}
-
-/** LayerNorm with biased variance, as ggml_norm: (x - mean) / √(var + eps) · w + b. */
-function layerNorm(x: Float64Array, { weight, bias }: Norm, eps: number): Float64Array {
-  const n = x.length;
-  const mean = x.reduce((s, v) => s + v, 0) / n;
-  const variance = x.reduce((s, v) => s + (v - mean) ** 2, 0) / n;
-  const scale = 1 / Math.sqrt(variance + eps);
-  return x.map((v, i) => (v - mean) * scale * weight[i] + bias[i]);
 }
 
 function forward(hp: BertHparams, w: Weights, tokens: readonly number[], opts: BertForwardOptions): BertForwardResult {

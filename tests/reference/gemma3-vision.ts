@@ -54,7 +54,7 @@
 
 import { GgufError, LlamaError } from "../../src/errors.js";
 import { readGguf, type GgufFile } from "../../src/gguf/index.js";
-import { gelu } from "./gpt2.js";
+import { gelu, layerNorm } from "./gpt2.js";
 import { float32Key, matVec, multiHeadAttention, rmsNorm, tensorReader, toF16, uint32Key, type Matrix } from "./llama.js";
 
 export interface Gemma3VisionHparams {
@@ -373,18 +373,6 @@ export function preprocessGemma3(hp: Gemma3VisionHparams, rgb: Uint8Array, width
 // ---------------------------------------------------------------------------------------------
 // The graph.
 
-/** ggml_norm followed by the weight and bias: (x - mean) / √(var + eps) · w + b. */
-export function layerNorm(x: Float64Array, w: Float32Array, b: Float32Array, eps: number): Float64Array {
-  const n = x.length;
-  let mean = 0;
-  for (let i = 0; i < n; i++) mean += x[i];
-  mean /= n;
-  let variance = 0;
-  for (let i = 0; i < n; i++) variance += (x[i] - mean) ** 2;
-  const scale = 1 / Math.sqrt(variance / n + eps);
-  return x.map((v, i) => (v - mean) * scale * w[i] + b[i]);
-}
-
 function addBias(y: Float64Array, b: Float32Array): Float64Array {
   for (let i = 0; i < y.length; i++) y[i] += b[i];
   return y;
@@ -431,7 +419,7 @@ function encodePixels(hp: Gemma3VisionHparams, w: Gemma3VisionWeights, pixels: F
   }
 
   for (const b of w.blocks) {
-    const h = x.map((v) => layerNorm(v, b.ln1, b.ln1Bias, eps));
+    const h = x.map((v) => layerNorm(v, { weight: b.ln1, bias: b.ln1Bias }, eps));
     const q = h.map((v) => addBias(matVec(b.q, v, ggml), b.qBias));
     const k = h.map((v) => kv(addBias(matVec(b.k, v, ggml), b.kBias)));
     const v = h.map((u) => kv(addBias(matVec(b.v, u, ggml), b.vBias)));
@@ -441,12 +429,12 @@ function encodePixels(hp: Gemma3VisionHparams, w: Gemma3VisionWeights, pixels: F
       for (let d = 0; d < nEmbd; d++) r[d] += o[d];
     });
     for (const r of x) {
-      const up = addBias(matVec(b.up, layerNorm(r, b.ln2, b.ln2Bias, eps), ggml), b.upBias).map(act);
+      const up = addBias(matVec(b.up, layerNorm(r, { weight: b.ln2, bias: b.ln2Bias }, eps), ggml), b.upBias).map(act);
       const down = addBias(matVec(b.down, up, ggml), b.downBias);
       for (let d = 0; d < nEmbd; d++) r[d] += down[d];
     }
   }
-  const post = x.map((v) => layerNorm(v, w.postLn, w.postLnBias, eps));
+  const post = x.map((v) => layerNorm(v, { weight: w.postLn, bias: w.postLnBias }, eps));
 
   // Average pool of m × m patches, then RMS norm and the projection.
   const side = n / m;

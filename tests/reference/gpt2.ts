@@ -62,7 +62,8 @@ interface Matrix {
   rows: number;
 }
 
-interface Norm {
+/** A LayerNorm's weight and bias. */
+export interface Norm {
   weight: Float32Array;
   bias: Float32Array;
 }
@@ -177,8 +178,8 @@ function matVec(w: Matrix, x: Float64Array, bias?: Float32Array): Float64Array {
   return y;
 }
 
-/** LayerNorm with biased variance, as ggml_norm: (x - mean) / sqrt(var + eps) · w + b. */
-function layerNorm(x: Float64Array, { weight, bias }: Norm, eps: number): Float64Array {
+/** LayerNorm with biased variance, as ggml_norm: (x - mean) / sqrt(var + eps) · w + b (also BERT's and SigLIP's). */
+export function layerNorm(x: Float64Array, { weight, bias }: Norm, eps: number): Float64Array {
   const n = x.length;
   let mean = 0;
   for (let i = 0; i < n; i++) mean += x[i];
