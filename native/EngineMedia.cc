@@ -85,9 +85,11 @@ Failure TokenizeMedia(Projector& projector, MediaPrompt& prompt, int32_t nVocab)
   if (ret == 1) return {"ERR_INVALID_ARGUMENT", "The prompt's media markers do not match its media items"};
   if (ret != 0) return {"ERR_MEDIA_INVALID", "The projector could not preprocess the media (mtmd_tokenize returned " + std::to_string(ret) + ")"};
   const size_t n = mtmd_input_chunks_size(chunks.get());
+  const MediaChunk* previous = nullptr;  // the chunk before, when it was media
   for (size_t i = 0; i < n; i++) {
     const mtmd_input_chunk* chunk = mtmd_input_chunks_get(chunks.get(), i);
     if (mtmd_input_chunk_get_type(chunk) == MTMD_INPUT_CHUNK_TYPE_TEXT) {
+      previous = nullptr;
       size_t count = 0;
       const llama_token* tokens = mtmd_input_chunk_get_tokens_text(chunk, &count);
       for (size_t k = 0; k < count; k++) {
@@ -108,6 +110,12 @@ Failure TokenizeMedia(Projector& projector, MediaPrompt& prompt, int32_t nVocab)
     }
     prompt.chunks.emplace(prompt.tokens.size(), media);
     prompt.tokens.insert(prompt.tokens.end(), media->nTokens, kMediaToken);
+    if (previous != nullptr && previous->id == media->id) {
+      prompt.itemPositions.back() += media->nTokens;
+    } else {
+      prompt.itemPositions.push_back(media->nTokens);
+    }
+    previous = media.get();
   }
   if (prompt.tokens.empty()) return {"ERR_INVALID_ARGUMENT", "The prompt is empty"};
   if (prompt.endWithText && prompt.tokens.back() == kMediaToken) {

@@ -24,6 +24,9 @@ struct MediaPrompt {
   // The prompt's positions (kMediaToken for media) and its media chunks by position.
   std::vector<int32_t> tokens;
   std::map<size_t, std::shared_ptr<MediaChunk>> chunks;
+  // The positions each media item takes, in order (an item may be several chunks: audio past
+  // one window; adjacent items of the same bytes with no text between them count as one).
+  std::vector<size_t> itemPositions;
   size_t reused = 0;
   size_t evaluated = 0;
 };

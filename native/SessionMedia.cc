@@ -42,6 +42,9 @@ Napi::Value SessionWrap::PromptMedia(const Napi::CallbackInfo& info) {
     Napi::Object r = Napi::Object::New(env);
     r.Set("evaluated", Napi::Number::New(env, static_cast<double>(prompt->evaluated)));
     r.Set("reused", Napi::Number::New(env, static_cast<double>(prompt->reused)));
+    Napi::Array media = Napi::Array::New(env, prompt->itemPositions.size());
+    for (size_t i = 0; i < prompt->itemPositions.size(); i++) media.Set(static_cast<uint32_t>(i), Napi::Number::New(env, static_cast<double>(prompt->itemPositions[i])));
+    r.Set("media", media);
     return r;
   };
   current_ = job;

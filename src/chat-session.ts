@@ -33,7 +33,7 @@ import { TOOL_FIELD_KEYS, grammarOptions, toolPlan, type ChatToolFields, type To
 import type { Context } from "./context.js";
 import { AbortError, ContextFullError, LlamaError, invalidArgument } from "./errors.js";
 import type { FinishReason, GeneratedToken, Generation } from "./generation.js";
-import { MEDIA_MARKER, readPromptParts, type PromptPart } from "./media.js";
+import { MEDIA_MARKER, partsAtMarkers, readPromptParts, type PromptPart } from "./media.js";
 import type { GenerateOptions, PromptResult, Session } from "./session.js";
 
 /**
@@ -460,9 +460,7 @@ export class ChatSession {
    * undefined when it does not fit (ERR_CONTEXT_FULL: the session is left as it was).
    */
   async #promptMedia(text: string, items: readonly RenderedMedia[], media: readonly Uint8Array[], signal: AbortSignal | undefined): Promise<PromptResult | undefined> {
-    const pieces = text.split(MEDIA_MARKER);
-    const parts: PromptPart[] = [pieces[0]!];
-    media.forEach((bytes, k) => parts.push(items[k]!.type === "image" ? { image: bytes } : { audio: bytes }, pieces[k + 1]!));
+    const parts = partsAtMarkers(text, items.map((item, k) => ({ type: item.type, data: media[k]! })));
     let result: PromptResult;
     try {
       result = await this.session.prompt(parts, { addSpecial: true, parseSpecial: true, signal });
@@ -470,31 +468,8 @@ export class ChatSession {
       if (err instanceof LlamaError && err.code === "ERR_CONTEXT_FULL") return undefined;
       throw err;
     }
-    // The runs of media positions (-1) in the history, in order: one per item, or (items with no
-    // text between them, where the projector adds none around them) one per group, shared evenly.
-    const runs: number[] = [];
-    let run = 0;
-    for (const t of this.session.tokens) {
-      if (t === -1) run++;
-      else if (run > 0) {
-        runs.push(run);
-        run = 0;
-      }
-    }
-    if (run > 0) runs.push(run);
-    let groups: number[][] = media.map((_, k) => [k]);
-    if (runs.length !== groups.length) {
-      groups = [];
-      media.forEach((_, k) => {
-        if (k > 0 && pieces[k] === "") groups[groups.length - 1]!.push(k);
-        else groups.push([k]);
-      });
-    }
-    if (groups.length === runs.length) {
-      groups.forEach((group, g) => {
-        for (const k of group) this.#mediaTokens.set(media[k]!, Math.floor(runs[g]! / group.length));
-      });
-    }
+    // The positions each item took (unknown when adjacent items of the same bytes merged).
+    if (result.media?.length === media.length) media.forEach((bytes, k) => this.#mediaTokens.set(bytes, result.media![k]!));
     return result;
   }
 }

@@ -70,6 +70,18 @@ export function isPromptParts(input: unknown): input is readonly PromptPart[] {
 }
 
 /**
+ * The parts of a text that holds one MEDIA_MARKER per item (a rendered chat), with the items in
+ * order: what session.prompt() takes.
+ */
+export function partsAtMarkers(text: string, items: ReadonlyArray<{ type: "image" | "audio"; data: MediaSource }>): PromptPart[] {
+  const pieces = text.split(MEDIA_MARKER);
+  if (pieces.length !== items.length + 1) throw new LlamaError("ERR_INTERNAL", `The text holds ${pieces.length - 1} media markers for ${items.length} items`);
+  const parts: PromptPart[] = [pieces[0]!];
+  items.forEach((item, k) => parts.push(item.type === "image" ? { image: item.data } : { audio: item.data }, pieces[k + 1]!));
+  return parts;
+}
+
+/**
  * The prompt's text, with the marker for each media item, and the items' bytes (files read
  * here). Bad parts are ERR_INVALID_ARGUMENT; unreadable, empty or oversized media ERR_MEDIA_INVALID.
  */

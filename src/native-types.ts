@@ -190,7 +190,7 @@ export interface NativeSession {
   setPaused(paused: boolean): void;
   abort(): void;
   history(): Int32Array;
-  promptMedia(text: string, media: Uint8Array[], append: boolean, addSpecial: boolean, parseSpecial: boolean): Promise<{ evaluated: number; reused: number }>;
+  promptMedia(text: string, media: Uint8Array[], append: boolean, addSpecial: boolean, parseSpecial: boolean): Promise<{ evaluated: number; reused: number; media: number[] }>;
   truncate(length: number): void;
   fork(target: NativeSession): Promise<void>;
   saveState(): Promise<Buffer>;

@@ -37,6 +37,8 @@ export interface PromptResult {
   reused: number;
   /** Tokens the session now holds. */
   length: number;
+  /** A prompt with images or audio: the positions each item took, in order. */
+  media?: number[];
 }
 
 const PROMPT_KEYS = optionKeys<PromptOptions>({ append: true, addSpecial: true, parseSpecial: true, signal: true });
@@ -74,7 +76,8 @@ export class Session {
 
   /** Tokens the session holds (its history). */
   get length(): number {
-    return this.tokens.length;
+    this.#check();
+    return this.#historyLength();
   }
 
   /** The session's history: every token it holds, prompts and generated tokens alike. */
@@ -110,15 +113,19 @@ export class Session {
       let parts = isPromptParts(input) ? await this.#readParts(input) : undefined;
       const text = parts && parts.media.length === 0 ? parts.text : typeof input === "string" ? input : undefined;
       if (text !== undefined) parts = undefined; // text only
-      const tokens = text === undefined ? undefined : this.#tokenize(text, append, options);
+      // Text gets the model's BOS/EOS by default only at the start of a session.
+      const addSpecial = options.addSpecial ?? (!append || this.#historyLength() === 0);
+      const parseSpecial = options.parseSpecial ?? false;
+      const tokens = text === undefined ? undefined : this.context.model.tokenize(text, { addSpecial, parseSpecial });
       const onAbort = () => this.#native.abort();
       signal?.addEventListener("abort", onAbort, { once: true });
       try {
-        const atStart = !append || this.#native.history().length === 0;
-        const r = parts
-          ? await this.#native.promptMedia(parts.text, parts.media, append, options.addSpecial ?? atStart, options.parseSpecial ?? false)
-          : await this.#native.prompt(tokens ?? toTokenArray(input as ArrayLike<number>), append);
-        return { evaluated: r.evaluated, reused: r.reused, length: this.#native.history().length };
+        if (parts) {
+          const r = await this.#native.promptMedia(parts.text, parts.media, append, addSpecial, parseSpecial);
+          return { evaluated: r.evaluated, reused: r.reused, length: this.#historyLength(), media: r.media };
+        }
+        const r = await this.#native.prompt(tokens ?? toTokenArray(input as ArrayLike<number>), append);
+        return { evaluated: r.evaluated, reused: r.reused, length: this.#historyLength() };
       } catch (err) {
         if (signal?.aborted && err instanceof LlamaError && err.code === "ERR_ABORTED") {
           throw new AbortError(err.message, { cause: signal.reason });
@@ -324,12 +331,9 @@ export class Session {
     return readPromptParts(parts, projector ?? { image: false, audio: false });
   }
 
-  #tokenize(text: string, append: boolean, options: PromptOptions): Int32Array {
-    const atStart = !append || this.#native.history().length === 0;
-    return this.context.model.tokenize(text, {
-      addSpecial: options.addSpecial ?? atStart,
-      parseSpecial: options.parseSpecial ?? false,
-    });
+  /** The history's length, without copying the history (the session is idle). */
+  #historyLength(): number {
+    return this.#native.info().length ?? this.#native.history().length;
   }
 
   #enqueue<T>(operation: () => Promise<T>): Promise<T> {

@@ -68,6 +68,7 @@ describe("a vision projector (gemma3 layout)", () => {
       const tokens = session.tokens;
       const media = [...tokens].filter((t) => t === -1).length;
       expect(media).toBe(visionTokenCount({ textEmbd: TEXT_EMBD, seed: 32 }));
+      expect(r.media).toEqual([media]);
       expect(r.evaluated).toBe(tokens.length);
       expect(r.length).toBe(tokens.length);
       const withImage = session.logits().slice();
@@ -82,13 +83,14 @@ describe("a vision projector (gemma3 layout)", () => {
       const file = path.join(tmp, "one.png");
       fs.writeFileSync(file, png(3));
       const first = await session.prompt(["A: ", { image: file }, " then ", { image: png(4) }, " end"]);
+      const n = visionTokenCount({ textEmbd: TEXT_EMBD, seed: 32 });
+      expect(first.media).toEqual([n, n]);
       const reference = session.logits().slice();
       // The same bytes (from a path, then a buffer): everything reused, nothing evaluated.
       const again = await session.prompt(["A: ", { image: png(3) }, " then ", { image: png(4) }, " end"]);
       expect(again).toMatchObject({ reused: first.length, evaluated: 0, length: first.length });
       expect(maxAbsDiff(session.logits(), reference)).toBeLessThan(1e-4);
       // A different second image: reuse stops at its start.
-      const n = visionTokenCount({ textEmbd: TEXT_EMBD, seed: 32 });
       const changed = await session.prompt(["A: ", { image: png(3) }, " then ", { image: png(5) }, " end"]);
       const start = [...session.tokens].indexOf(-1, [...session.tokens].indexOf(-1) + n);
       expect(changed.reused).toBe(start);

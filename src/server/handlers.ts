@@ -9,7 +9,7 @@ import type { EmbeddingContext } from "../embedding.js";
 import { LlamaError } from "../errors.js";
 import type { FinishReason, GeneratedToken } from "../generation.js";
 import type { PromptResult } from "../session.js";
-import { MEDIA_MARKER, type PromptPart } from "../media.js";
+import { MEDIA_MARKER, partsAtMarkers, type PromptPart } from "../media.js";
 import type { Model } from "../model.js";
 import { EventStream, HttpError, anySignal, badField, requestDeadline, sendJson } from "./http.js";
 import { mediaError, resolveMedia, type MediaParams, type RequestMedia } from "./media.js";
@@ -113,10 +113,7 @@ export async function chatCompletions(state: ServerState, body: Record<string, u
     // The text's tokens (the media's positions are known once evaluated): for the length check
     // and for choosing the session whose history shares the longest prefix.
     tokens = state.model.tokenize(rendered.text.replaceAll(MEDIA_MARKER, ""), { addSpecial: true, parseSpecial: true });
-    const pieces = rendered.text.split(MEDIA_MARKER);
-    const parts: PromptPart[] = [pieces[0]!];
-    rendered.media.forEach((item, k) => parts.push(item.type === "image" ? { image: item.data } : { audio: item.data }, pieces[k + 1]!));
-    media = { parts, rendered: rendered.media, media: params.media };
+    media = { parts: partsAtMarkers(rendered.text, rendered.media), rendered: rendered.media, media: params.media };
   }
   const endOfTurn = await state.template.endOfTurn();
   let parser: ChatOutputParser | undefined;
