@@ -2,8 +2,14 @@
 
 #include <ggml-backend.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <cstring>
+#include <filesystem>
 #include <mutex>
+#include <vector>
+
+#include "log.h"
 
 #ifdef _WIN32
 #include <windows.h>
@@ -15,6 +21,12 @@ namespace llama_napi {
 namespace {
 
 std::string g_dir;
+
+#ifdef _WIN32
+const char kSeparator = '\\';
+#else
+const char kSeparator = '/';
+#endif
 
 // The file that holds the code or data at `address` (the addon, or a backend module).
 std::string ModuleOf(const void* address) {
@@ -43,6 +55,176 @@ std::string BaseName(const std::string& path) {
   return slash == std::string::npos ? path : path.substr(slash + 1);
 }
 
+// ggml_backend_load_all_from_path's list and order (ggml-backend-reg.cpp), so that this loader
+// picks what ggml's would.
+const char* const kBackendNames[] = {"blas", "zendnn", "cann", "cuda", "hip", "metal", "rpc", "sycl", "vulkan",
+                                     "virtgpu", "opencl", "hexagon", "musa", "openvino", "cpu"};
+
+#ifdef _WIN32
+const char* const kLibPrefix = "";
+const char* const kLibSuffix = ".dll";
+#else
+const char* const kLibPrefix = "lib";
+const char* const kLibSuffix = ".so";
+#endif
+
+std::vector<UnavailableModule> g_unavailable;
+
+// A dlopen'ed library, closed when it goes; the loader's error text when it failed.
+class Library {
+ public:
+  explicit Library(const std::string& path) {
+#ifdef _WIN32
+    handle_ = LoadLibraryA(path.c_str());
+    if (handle_ == nullptr) {
+      char text[512] = {0};
+      FormatMessageA(FORMAT_MESSAGE_FROM_SYSTEM | FORMAT_MESSAGE_IGNORE_INSERTS, nullptr, GetLastError(), 0, text, sizeof text, nullptr);
+      error_ = text;
+      while (!error_.empty() && (error_.back() == '\n' || error_.back() == '\r' || error_.back() == ' ')) error_.pop_back();
+    }
+#else
+    handle_ = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (handle_ == nullptr) {
+      const char* text = dlerror();
+      error_ = text != nullptr ? text : "unknown error";
+    }
+#endif
+  }
+  ~Library() {
+    if (handle_ == nullptr) return;
+#ifdef _WIN32
+    FreeLibrary(handle_);
+#else
+    dlclose(handle_);
+#endif
+  }
+  Library(const Library&) = delete;
+  Library& operator=(const Library&) = delete;
+
+  bool ok() const { return handle_ != nullptr; }
+  const std::string& error() const { return error_; }
+  void* Symbol(const char* name) const {
+#ifdef _WIN32
+    return reinterpret_cast<void*>(GetProcAddress(handle_, name));
+#else
+    return dlsym(handle_, name);
+#endif
+  }
+
+ private:
+#ifdef _WIN32
+  HMODULE handle_ = nullptr;
+#else
+  void* handle_ = nullptr;
+#endif
+  std::string error_;
+};
+
+// The driver library a GPU backend needs at run time but may not link to (ggml-cuda built
+// without VMM reaches libcuda only through libcudart, which fails late and vaguely without it);
+// nullptr for a backend without such a check.
+const char* DriverLibrary(const std::string& backend) {
+#ifdef _WIN32
+  if (backend == "cuda") return "nvcuda.dll";
+  if (backend == "vulkan") return "vulkan-1.dll";
+#else
+  if (backend == "cuda") return "libcuda.so.1";
+  if (backend == "vulkan") return "libvulkan.so.1";
+#endif
+  return nullptr;
+}
+
+std::string DriverName(const std::string& backend) {
+  if (backend == "cuda") return "the NVIDIA driver";
+  if (backend == "vulkan") return "a Vulkan loader";
+  return "its driver";
+}
+
+// The backend a module file is for ("cuda" for libggml-cuda.so), or "" for none of ggml's.
+std::string BackendOfFile(const std::string& file) {
+  const std::string prefix = std::string(kLibPrefix) + "ggml-";
+  if (file.rfind(prefix, 0) != 0 || file.size() <= std::strlen(kLibSuffix) ||
+      file.compare(file.size() - std::strlen(kLibSuffix), std::string::npos, kLibSuffix) != 0) {
+    return "";
+  }
+  std::string rest = file.substr(prefix.size(), file.size() - prefix.size() - std::strlen(kLibSuffix));
+  for (const char* name : kBackendNames) {
+    if (rest == name || rest.rfind(std::string(name) + "-", 0) == 0) return name;
+  }
+  return "";
+}
+
+// Loads one module into ggml's registry, unless the driver it needs is missing, it cannot be
+// loaded, or it gives no device (a GPU module): those are listed in g_unavailable with why.
+void LoadModule(const std::string& path, const std::string& backend) {
+  const bool isGpu = backend != "cpu" && backend != "rpc" && backend != "blas";
+  if (const char* driver = isGpu ? DriverLibrary(backend) : nullptr) {
+    Library probe(driver);
+    if (!probe.ok()) {
+      g_unavailable.push_back({BaseName(path), "not loaded: " + DriverName(backend) + " (" + driver + ") is not installed: " + probe.error()});
+      return;
+    }
+  }
+  Library library(path);  // its loader error, which ggml's own attempt would only log
+  if (!library.ok()) {
+    g_unavailable.push_back({BaseName(path), "cannot be loaded: " + library.error()});
+    return;
+  }
+  LogCapture capture;
+  ggml_backend_reg_t reg = ggml_backend_load(path.c_str());
+  if (reg == nullptr) {
+    g_unavailable.push_back({BaseName(path), "ggml could not register it: " + capture.Text(300)});
+  } else if (isGpu && ggml_backend_reg_dev_count(reg) == 0) {
+    std::string why = capture.Text(300);
+    g_unavailable.push_back({BaseName(path), "loaded, but found no device (no GPU, or the driver cannot see it)" + (why.empty() ? "" : ": " + why)});
+  }
+}
+
+// Of the variants of one backend in `dir` (libggml-cpu-haswell.so, ...), the one whose
+// ggml_backend_score is highest; the plain module (libggml-cpu.so) where none scores. As ggml's
+// ggml_backend_load_best.
+std::string BestModule(const std::string& dir, const std::string& name, const std::vector<std::string>& files) {
+  const std::string variantPrefix = std::string(kLibPrefix) + "ggml-" + name + "-";
+  const std::string plain = std::string(kLibPrefix) + "ggml-" + name + kLibSuffix;
+  int bestScore = 0;
+  std::string best;
+  bool hasPlain = false;
+  for (const std::string& file : files) {
+    if (file == plain) hasPlain = true;
+    if (file.rfind(variantPrefix, 0) != 0 || BackendOfFile(file) != name) continue;
+    Library candidate(dir + kSeparator + file);
+    if (!candidate.ok()) continue;
+    using Score = int (*)();
+    auto score = reinterpret_cast<Score>(candidate.Symbol("ggml_backend_score"));
+    int s = score != nullptr ? score() : 0;
+    if (s > bestScore) {
+      bestScore = s;
+      best = file;
+    }
+  }
+  if (bestScore == 0) return hasPlain ? plain : "";
+  return best;
+}
+
+// ggml_backend_load_all_from_path(dir), with the GPU modules loaded only where their driver is.
+void LoadBackendModules(const std::string& dir) {
+  std::vector<std::string> files;
+  std::error_code ec;
+  for (std::filesystem::directory_iterator it(dir, std::filesystem::directory_options::skip_permission_denied, ec), end; !ec && it != end;
+       it.increment(ec)) {
+    std::error_code typeError;
+    if (it->is_regular_file(typeError)) files.push_back(it->path().filename().string());
+  }
+  std::sort(files.begin(), files.end());
+  for (const char* name : kBackendNames) {
+    std::string best = BestModule(dir, name, files);
+    if (!best.empty()) LoadModule(dir + kSeparator + best, name);
+  }
+  // An out-of-tree module (a GPU package's: src/native.ts), as ggml reads GGML_BACKEND_PATH.
+  const char* extra = std::getenv("GGML_BACKEND_PATH");
+  if (extra != nullptr && *extra != '\0') LoadModule(extra, BackendOfFile(BaseName(extra)));
+}
+
 const char* DeviceType(enum ggml_backend_dev_type type) {
   switch (type) {
     case GGML_BACKEND_DEVICE_TYPE_CPU: return "cpu";
@@ -60,11 +242,22 @@ void LoadBackends() {
   std::call_once(once, [] {
     const char* overrideDir = std::getenv("LLAMA_NAPI_BACKEND_DIR");
     g_dir = overrideDir != nullptr && *overrideDir != '\0' ? overrideDir : DirName(ModuleOf(reinterpret_cast<const void*>(&LoadBackends)));
-    ggml_backend_load_all_from_path(g_dir.c_str());
+    LoadBackendModules(g_dir);
   });
 }
 
 const std::string& BackendDir() { return g_dir; }
+
+Napi::Array UnavailableModules(Napi::Env env) {
+  Napi::Array out = Napi::Array::New(env);
+  for (size_t i = 0; i < g_unavailable.size(); i++) {
+    Napi::Object m = Napi::Object::New(env);
+    m.Set("module", g_unavailable[i].module);
+    m.Set("reason", g_unavailable[i].reason);
+    out.Set(static_cast<uint32_t>(i), m);
+  }
+  return out;
+}
 
 Napi::Array DeviceList(Napi::Env env) {
   Napi::Array devices = Napi::Array::New(env);

@@ -8,8 +8,20 @@
 
 namespace llama_napi {
 
-// Loads the backend modules from the addon's folder (or LLAMA_NAPI_BACKEND_DIR). Idempotent.
+// A backend module that was not loaded, or gave no device, and why.
+struct UnavailableModule {
+  std::string module;  // its file name
+  std::string reason;
+};
+
+// Loads the backend modules from the addon's folder (or LLAMA_NAPI_BACKEND_DIR) and the one
+// GGML_BACKEND_PATH names, as ggml_backend_load_all_from_path does (the best-scoring variant of
+// each backend), except that a GPU module is loaded only where its driver library is (CUDA:
+// libcuda.so.1 / nvcuda.dll; Vulkan: the loader). Idempotent.
 void LoadBackends();
+
+// [{module, reason}] for each module that was skipped, could not be loaded or gave no device.
+Napi::Array UnavailableModules(Napi::Env env);
 
 // The folder the modules were looked for in.
 const std::string& BackendDir();

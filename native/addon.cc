@@ -37,6 +37,7 @@ Napi::Value SystemInfo(const Napi::CallbackInfo& info) {
   Napi::Array devices = DeviceList(env);
   out.Set("backendDir", BackendDir());
   out.Set("devices", devices);
+  out.Set("unavailableModules", UnavailableModules(env));
   return out;
 }
 

@@ -316,10 +316,10 @@ if (check(cuda.status === 0, `npm install ${cudaPkg}@${version}`, `${cuda.stdout
   const r = withCuda.status === 0 ? JSON.parse(withCuda.stdout.trim().split("\n").pop()) : {};
   if (sys.dynamicBackends) {
     check(
-      withCuda.status === 0 && r.text === apiResult.text && (realCuda || (r.unavailable?.includes(hostLib) && r.gpus === 0)),
+      withCuda.status === 0 && r.text === apiResult.text && (realCuda || (r.unavailable?.some((m) => m.module === hostLib) && r.gpus === 0)),
       realCuda
         ? `with ${cudaPkg} the addon loads its module and generates the same text (GPU devices: ${r.gpus})`
-        : `with ${cudaPkg} (a FAKE module) the addon hands it to ggml, reports it in unavailableGpuModules, and generates the same text on the CPU`,
+        : `with ${cudaPkg} (a FAKE module) the addon finds it, reports it in unavailableGpuModules with why, and generates the same text on the CPU`,
       `${withCuda.stderr}\n${JSON.stringify(r)}`,
     );
   } else {

@@ -69,7 +69,7 @@ export type { SamplingOptions, SamplerName, LogitBias } from "./options/sampling
 export { LlamaError, GgufError, AbortError, DisposedError, ContextFullError } from "./errors.js";
 export type { LlamaErrorCode } from "./errors.js";
 export { systemInfo, setLogLevel } from "./system.js";
-export type { SystemInfo, LogLevel, Device } from "./system.js";
+export type { SystemInfo, LogLevel, Device, UnavailableModule } from "./system.js";
 export { quantize, QUANT_TYPES, IMATRIX_QUANT_TYPES } from "./quantize.js";
 export type { QuantType, QuantizeOptions, QuantizeResult } from "./quantize.js";
 export { train, TRAIN_OPTIONS } from "./train.js";

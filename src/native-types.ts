@@ -227,6 +227,20 @@ export interface NativeSystemInfo {
   /** The folder backend modules were loaded from (the addon's, or LLAMA_NAPI_BACKEND_DIR). */
   backendDir: string;
   devices: NativeDevice[];
+  /** Backend modules that were not loaded (a GPU module whose driver is missing), could not be loaded, or gave no device. */
+  unavailableModules: UnavailableModule[];
+}
+
+/** A backend module that gives no device, and why (see {@link SystemInfo.unavailableGpuModules}). */
+export interface UnavailableModule {
+  /** Its file name ("libggml-cuda.so"). */
+  module: string;
+  /**
+   * Why: "not loaded: the NVIDIA driver (libcuda.so.1) is not installed: ...", "cannot be
+   * loaded: libcublas.so.13: cannot open shared object file: ...", or "loaded, but found no
+   * device ...".
+   */
+  reason: string;
 }
 
 export interface NativeQuantizeOptions {

@@ -2,13 +2,15 @@ import fs from "node:fs";
 import path from "node:path";
 
 import { invalidArgument } from "./errors.js";
-import { PLATFORM_SCOPE, binding, bindingOrigin, packageRoot, type NativeDevice, type NativeSystemInfo } from "./native.js";
+import { PLATFORM_SCOPE, binding, bindingOrigin, packageRoot, type NativeDevice, type NativeSystemInfo, type UnavailableModule } from "./native.js";
 
 /**
  * A compute device a ggml backend offers (a CPU, a GPU, ...), with its memory and features.
  * @interface
  */
 export type Device = NativeDevice;
+
+export type { UnavailableModule };
 
 /** What {@link systemInfo} reports about the native build and the machine. */
 export interface SystemInfo extends NativeSystemInfo {
@@ -38,25 +40,12 @@ export interface SystemInfo extends NativeSystemInfo {
   /** GPU devices (discrete or integrated) that layers can be offloaded to. */
   gpuDevices: Device[];
   /**
-   * GPU backend modules in backendDir that gave no device: their runtime libraries or driver are
-   * missing (e.g. libcuda.so.1), or there is no such GPU. Their layers run on the CPU.
+   * Backend modules (in backendDir, or a GPU package's) that give no device, each with why: a
+   * GPU module is not loaded where its driver is missing (CUDA: libcuda.so.1 or nvcuda.dll), one
+   * whose runtime libraries are missing (libcudart, libcublas) cannot be loaded, and one that
+   * loads may find no GPU. Their layers run on the CPU.
    */
-  unavailableGpuModules: string[];
-}
-
-const GPU_MODULE = /^(lib)?ggml-(cuda|vulkan|metal|hip|musa|sycl|opencl|cann)\.(so|dll|dylib)$/;
-
-/** GPU modules in `dir`, and the one a GPU package handed to ggml (GGML_BACKEND_PATH), by file name. */
-function gpuModulesIn(dir: string): string[] {
-  let found: string[] = [];
-  try {
-    found = fs.readdirSync(dir).filter((f) => GPU_MODULE.test(f));
-  } catch {
-    // no folder
-  }
-  const fromPackage = bindingOrigin().gpuPackageModule;
-  if (fromPackage !== undefined && !found.includes(path.basename(fromPackage))) found.push(path.basename(fromPackage));
-  return found;
+  unavailableGpuModules: UnavailableModule[];
 }
 
 /** Whether `file` lies in a platform package (its folder's package.json is one of `@llama-napi/...`). */
@@ -97,7 +86,7 @@ export function systemInfo(): SystemInfo {
     prebuilt: origin === "package" || origin === "prebuilds" || isInside(path.join(packageRoot, "prebuilds"), binary) || inPlatformPackage(binary),
     origin,
     gpuDevices: info.devices.filter((d) => d.type === "gpu" || d.type === "igpu"),
-    unavailableGpuModules: gpuModulesIn(info.backendDir).filter((f) => !info.devices.some((d) => d.library === f)),
+    unavailableGpuModules: info.unavailableModules,
   };
 }
 
@@ -121,8 +110,8 @@ export function resolveGpuLayers(gpuLayers: number | "max" | undefined, options:
   if (info.devices.some((d) => d.type === "gpu" || d.type === "igpu")) return layers;
   if (!warnedNoGpu) {
     warnedNoGpu = true;
-    const idle = gpuModulesIn(info.backendDir);
-    const why = idle.length > 0 ? `${idle.join(", ")} gave no device: its driver or runtime libraries are missing, or there is no GPU` : "this build has no GPU backend";
+    const idle = info.unavailableModules;
+    const why = idle.length > 0 ? idle.map((m) => `${m.module} ${m.reason}`).join("; ") : "this build has no GPU backend";
     process.emitWarning(
       `gpuLayers=${String(gpuLayers)} was asked for, but no GPU device is available (${why}; devices: ${info.devices.map((d) => d.name).join(", ") || "none"}); ` +
         "the model runs on the CPU. `llama-napi info` shows the backends; `npx llama-napi build --backend cuda|vulkan` builds a GPU flavour.",

@@ -143,7 +143,7 @@ describe("gpuLayers without a GPU", () => {
 
 interface ChildReport {
   cpuVariant: string | null;
-  unavailableGpuModules: string[];
+  unavailableGpuModules: { module: string; reason: string }[];
   warnings: string[];
   prebuilt: boolean;
   dynamicBackends: boolean;
@@ -242,17 +242,32 @@ describe.skipIf(prebuiltAddon === undefined)(`prebuilt binary (${path.relative(r
     60_000,
   );
 
-  it("a GPU module that cannot load gives no device: gpuLayers falls back to the CPU with a warning", async () => {
+  it("a CUDA module is not loaded without the NVIDIA driver, and one that cannot load says why; gpuLayers falls back to the CPU", async (ctx) => {
+    if (process.platform !== "linux") ctx.skip(); // the module and driver names below are Linux's
     const dir = path.join(tmp, "broken-gpu-module");
     fs.mkdirSync(dir);
     for (const f of fs.readdirSync(prebuildDir)) fs.copyFileSync(path.join(prebuildDir, f), path.join(dir, f));
-    // Not a loadable library, as libggml-cuda.so is where libcuda.so.1 is missing.
+    // Not a loadable library: what the loader says of a module whose libcudart is missing is
+    // of the same kind ("cannot open shared object file" instead of "invalid ELF header").
     fs.writeFileSync(path.join(dir, "libggml-cuda.so"), "not an ELF file");
-    const r = await childRun(path.join(dir, path.basename(addon)), { TEST_GPU_LAYERS: "99" });
-    expect(r.unavailableGpuModules).toEqual(["libggml-cuda.so"]);
-    expect(r.warnings.filter((w) => w.startsWith("LLAMA_NAPI_NO_GPU"))).toHaveLength(1);
-    expect(r.warnings.join("\n")).toMatch(/libggml-cuda\.so gave no device/);
-    expect(r.tokens).toEqual(reference.tokens);
+    // Without a driver (libcuda.so.1) the module is never opened.
+    const noDriver = fs.mkdtempSync(path.join(tmp, "no-driver-"));
+    const withoutDriver = await childRun(path.join(dir, path.basename(addon)), { TEST_GPU_LAYERS: "99", LD_LIBRARY_PATH: noDriver });
+    expect(withoutDriver.unavailableGpuModules).toHaveLength(1);
+    // (Where an NVIDIA driver is installed the module is opened as below.)
+    if (/is not installed/.test(withoutDriver.unavailableGpuModules[0]?.reason ?? "")) {
+      expect(withoutDriver.unavailableGpuModules).toEqual([{ module: "libggml-cuda.so", reason: expect.stringMatching(/^not loaded: the NVIDIA driver \(libcuda\.so\.1\) is not installed: /) }]);
+    }
+    // With a stand-in libcuda.so.1 (any loadable library) the module is opened, and fails.
+    const fakeDriver = fs.mkdtempSync(path.join(tmp, "fake-driver-"));
+    fs.copyFileSync(path.join(prebuildDir, "libggml.so"), path.join(fakeDriver, "libcuda.so.1"));
+    const r = await childRun(path.join(dir, path.basename(addon)), { TEST_GPU_LAYERS: "99", LD_LIBRARY_PATH: fakeDriver });
+    expect(r.unavailableGpuModules).toEqual([{ module: "libggml-cuda.so", reason: expect.stringMatching(/^cannot be loaded: .*libggml-cuda\.so: (invalid ELF header|file too short)/) }]);
+    for (const run of [withoutDriver, r]) {
+      expect(run.warnings.filter((w) => w.startsWith("LLAMA_NAPI_NO_GPU"))).toHaveLength(1);
+      expect(run.warnings.join("\n")).toContain(`libggml-cuda.so ${run.unavailableGpuModules[0]?.reason ?? "?"}`);
+      expect(run.tokens).toEqual(reference.tokens);
+    }
   }, 60_000);
 
   // A really older CPU: qemu's emulated Nehalem (SSE4.2, no AVX) and Sandy Bridge (AVX, no AVX2).

@@ -1,7 +1,6 @@
 import path from "node:path";
 import { parseArgs } from "node:util";
 
-import { bindingOrigin } from "../native.js";
 import { systemInfo, type SystemInfo } from "../system.js";
 
 export const infoUsage = `llama-napi info [--json]
@@ -25,21 +24,6 @@ function mib(bytes: number): string {
   return `${Math.round(bytes / 1048576)} MiB`;
 }
 
-/**
- * Why a GPU backend module gave no device, as the dynamic loader sees it: a missing library
- * ("libcuda.so.1: cannot open shared object file"), or it loads and there is no GPU.
- */
-export function whyUnavailable(file: string): string {
-  try {
-    process.dlopen({ exports: {} }, file);
-    return "it loads, but found no device";
-  } catch (err) {
-    const message = err instanceof Error ? (err.message.split("\n")[0] ?? "") : String(err);
-    if (/self-register|not a Node\.js|Module did not/i.test(message)) return "it loads, but found no device (no GPU, or the driver cannot see it)";
-    return `cannot be loaded: ${message.replace(`${file}: `, "")}`;
-  }
-}
-
 /** The text report. */
 export function formatInfo(info: SystemInfo): string {
   const lines: string[] = [];
@@ -51,11 +35,7 @@ export function formatInfo(info: SystemInfo): string {
     `GPU offload:  ${info.supportsGpuOffload ? "yes" : "no"}` +
       (info.gpuDevices.length > 0 ? ` (${info.gpuDevices.length} GPU device${info.gpuDevices.length === 1 ? "" : "s"})` : " (no GPU device: gpuLayers falls back to the CPU)"),
   );
-  const fromPackage = bindingOrigin().gpuPackageModule;
-  for (const module of info.unavailableGpuModules) {
-    const file = fromPackage !== undefined && path.basename(fromPackage) === module ? fromPackage : path.join(info.backendDir, module);
-    lines.push(`GPU module without a device: ${module}: ${whyUnavailable(file)}`);
-  }
+  for (const { module, reason } of info.unavailableGpuModules) lines.push(`GPU module without a device: ${module}: ${reason}`);
   lines.push(`RPC:          ${info.supportsRpc ? "yes" : "no"}`);
   lines.push(`max sequences per context: ${info.maxSequences}`);
   lines.push("");
