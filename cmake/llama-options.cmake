@@ -46,9 +46,28 @@ foreach(gpu CUDA VULKAN METAL)
 endforeach()
 if(LLAMA_NAPI_BACKEND STREQUAL "cuda")
   set(GGML_CUDA ON CACHE BOOL "" FORCE)
-  # One architecture keeps the build time sane; set CMAKE_CUDA_ARCHITECTURES for others.
+  # Which GPUs the module has code for (CMAKE_CUDA_ARCHITECTURES, or LLAMA_NAPI_CUDA_ARCHITECTURES
+  # from the environment). The prebuilt module (a build with every CPU variant): real code for
+  # sm_80 (A100; also runs on sm_86 RTX 30xx/A10/A40), sm_89 (RTX 40xx, L4, L40), sm_90 (H100,
+  # H200) and sm_120 (RTX 50xx), and PTX for sm_75 (Turing: T4, RTX 20xx; compiled by the driver
+  # at first use) - CUDA 13 supports nothing older. Each real architecture adds about 17 MB of
+  # device code to some 20 MB of host code (measured with 90-real: README, CUDA). A build for
+  # one's own machine: the GPUs it has ("native", CMake >= 3.24), else the same list.
   if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
-    set(CMAKE_CUDA_ARCHITECTURES "90" CACHE STRING "")
+    set(LLAMA_NAPI_CUDA_RELEASE_ARCHITECTURES "75-virtual;80-real;89-real;90-real;120a-real")
+    if(DEFINED ENV{LLAMA_NAPI_CUDA_ARCHITECTURES})
+      set(archs "$ENV{LLAMA_NAPI_CUDA_ARCHITECTURES}")
+    elseif(LLAMA_NAPI_CPU_VARIANTS OR CMAKE_VERSION VERSION_LESS 3.24)
+      set(archs "${LLAMA_NAPI_CUDA_RELEASE_ARCHITECTURES}")
+    else()
+      execute_process(COMMAND nvidia-smi -L RESULT_VARIABLE no_gpu OUTPUT_QUIET ERROR_QUIET)
+      if(no_gpu EQUAL 0)
+        set(archs "native")
+      else()
+        set(archs "${LLAMA_NAPI_CUDA_RELEASE_ARCHITECTURES}")
+      endif()
+    endif()
+    set(CMAKE_CUDA_ARCHITECTURES "${archs}" CACHE STRING "")
   endif()
   # nvcc from the toolkit itself (CUDA_PATH, /usr/local/cuda) before any wrapper on PATH, so that
   # CMake finds the toolkit's headers and libraries next to it. CUDACXX or
@@ -61,6 +80,14 @@ if(LLAMA_NAPI_BACKEND STREQUAL "cuda")
   endif()
   # No NCCL: it only speeds up tensor-parallel multi-GPU runs, and is rarely installed.
   set(GGML_CUDA_NCCL OFF CACHE BOOL "")
+  # Without the driver's libcuda (a toolkit assembled from NVIDIA's pip wheels has no stub of it)
+  # ggml-cuda cannot link CUDA::cuda_driver, which only its virtual-memory pool needs: the legacy
+  # pool then (GGML_CUDA_NO_VMM).
+  find_package(CUDAToolkit QUIET)
+  if(CUDAToolkit_FOUND AND NOT TARGET CUDA::cuda_driver AND NOT DEFINED GGML_CUDA_NO_VMM)
+    message(STATUS "llama-napi: no libcuda (CUDA::cuda_driver) to link: GGML_CUDA_NO_VMM=ON")
+    set(GGML_CUDA_NO_VMM ON CACHE BOOL "")
+  endif()
 elseif(LLAMA_NAPI_BACKEND STREQUAL "vulkan")
   set(GGML_VULKAN ON CACHE BOOL "" FORCE)
 elseif(LLAMA_NAPI_BACKEND STREQUAL "metal")

@@ -36,6 +36,8 @@ const MODULE = process.platform === "win32" ? "ggml-cuda.dll" : "libggml-cuda.so
 const N_GEN = 128;
 const LOGIT_TOLERANCE = 1e-2;
 const SPEED_RATIO = 0.95;
+// The same CPU threads on both sides (they matter little with every layer on the GPU).
+const THREADS = Math.min(8, os.availableParallelism());
 
 function log(line) {
   process.stdout.write(`check:gpu: ${line}\n`);
@@ -130,7 +132,7 @@ check(cpu.length === gpu.length && maxDiff <= LOGIT_TOLERANCE, `logits on the GP
 // 4. Generation speed against llama-bench (tg128: 128 tokens after an empty prompt, median of 3).
 const ours = child(`
   const m = await lib.loadModel(${JSON.stringify(model)}, { gpuLayers: "max" });
-  const c = await m.createContext({ contextSize: 512 });
+  const c = await m.createContext({ contextSize: 512, threads: ${THREADS} });
   const rates = [];
   for (let round = 0; round < 4; round++) {
     const s = c.createSession();
@@ -146,13 +148,17 @@ const ours = child(`
 if (!fs.existsSync(llamaBench)) {
   check(false, `generation ${ours.toFixed(1)} tokens/s; no llama-bench at ${llamaBench} to compare with (npm run check:gpu -- --build-llama-bench)`);
 } else {
-  // llama-bench loads its modules from its own folder: a copy of it with the CPU and CUDA modules beside it.
+  // llama-bench loads its modules from its own folder: a copy of it with its CPU modules and the
+  // CUDA module beside it. The module asks for libggml-base.so (the addon's unversioned name), which
+  // must be llama-bench's own (libggml-base.so.0 there): a link by that name beside the module.
+  const benchDir = path.dirname(llamaBench);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "llama-napi-gpu-check-"));
   fs.copyFileSync(llamaBench, path.join(dir, "llama-bench"));
   fs.chmodSync(path.join(dir, "llama-bench"), 0o755);
-  for (const f of fs.readdirSync(prebuildDir).filter((f) => /ggml-cpu/.test(f))) fs.symlinkSync(path.join(prebuildDir, f), path.join(dir, f));
-  fs.symlinkSync(cudaModule, path.join(dir, MODULE));
-  const r = spawnSync(path.join(dir, "llama-bench"), ["-m", model, "-ngl", "99", "-p", "0", "-n", String(N_GEN), "-r", "3", "-o", "json"], {
+  for (const f of fs.readdirSync(benchDir).filter((f) => /ggml-cpu/.test(f))) fs.symlinkSync(path.join(benchDir, f), path.join(dir, f));
+  fs.copyFileSync(cudaModule, path.join(dir, MODULE));
+  fs.symlinkSync(fs.realpathSync(path.join(benchDir, "libggml-base.so")), path.join(dir, "libggml-base.so"));
+  const r = spawnSync(path.join(dir, "llama-bench"), ["-m", model, "-ngl", "99", "-p", "0", "-n", String(N_GEN), "-r", "3", "-t", String(THREADS), "-o", "json"], {
     cwd: dir,
     encoding: "utf8",
   });
@@ -164,7 +170,7 @@ if (!fs.existsSync(llamaBench)) {
     const ratio = ours / row.avg_ts;
     check(
       ratio >= SPEED_RATIO,
-      `generation ${ours.toFixed(1)} tokens/s, llama-bench ${row.avg_ts.toFixed(1)} (${row.gpu_info ?? row.backends}): ${ratio.toFixed(3)}x (>= ${SPEED_RATIO})`,
+      `generation ${ours.toFixed(1)} tokens/s, llama-bench ${row.avg_ts.toFixed(1)} (${row.gpu_info || row.backends || "?"}, ${THREADS} threads): ${ratio.toFixed(3)}x (>= ${SPEED_RATIO})`,
     );
   }
 }

@@ -270,6 +270,26 @@ describe.skipIf(prebuiltAddon === undefined)(`prebuilt binary (${path.relative(r
     }
   }, 60_000);
 
+  // The real module, where one was built (README: CUDA): not in CI, which builds no CUDA.
+  const cudaModule = process.env.LLAMA_NAPI_CUDA_MODULE || path.join(`${prebuildDir}-cuda`, "libggml-cuda.so");
+  const cudaRuntime = process.env.LLAMA_NAPI_CUDA_RUNTIME; // a folder with libcudart.so.13, libcublas.so.13, libcublasLt.so.13
+  it("the built CUDA module: not loaded without a driver, says which runtime library is missing, and finds no device without a GPU", async (ctx) => {
+    if (process.platform !== "linux" || !fs.existsSync(cudaModule)) ctx.skip(`no CUDA module at ${cudaModule} (set LLAMA_NAPI_CUDA_MODULE; README: CUDA)`);
+    if (cudaRuntime === undefined || !fs.existsSync(path.join(cudaRuntime, "libcudart.so.13"))) ctx.skip("set LLAMA_NAPI_CUDA_RUNTIME to a folder with libcudart.so.13 and libcublas.so.13");
+    const fakeDriver = fs.mkdtempSync(path.join(tmp, "cuda-driver-"));
+    fs.copyFileSync(path.join(prebuildDir, "libggml.so"), path.join(fakeDriver, "libcuda.so.1"));
+    const reasons = async (libraryPath: string) => {
+      const r = await childRun(path.join(prebuildDir, path.basename(addon)), { GGML_BACKEND_PATH: cudaModule, LD_LIBRARY_PATH: libraryPath, TEST_GPU_LAYERS: "99" });
+      expect(r.tokens).toEqual(reference.tokens);
+      return r.unavailableGpuModules;
+    };
+    const [noDriver, noRuntime, noGpu] = [await reasons(""), await reasons(fakeDriver), await reasons(`${fakeDriver}:${cudaRuntime}`)];
+    if (noDriver[0]?.reason.startsWith("not loaded")) expect(noDriver).toEqual([{ module: "libggml-cuda.so", reason: expect.stringContaining("the NVIDIA driver (libcuda.so.1) is not installed") }]);
+    expect(noRuntime).toEqual([{ module: "libggml-cuda.so", reason: expect.stringMatching(/^cannot be loaded: libcu(dart|blas)\.so\.13: cannot open shared object file/) }]);
+    // A stand-in libcuda.so.1 is no driver: CUDA's runtime says so, and ggml-cuda has no device.
+    expect(noGpu).toEqual([{ module: "libggml-cuda.so", reason: expect.stringMatching(/^loaded, but found no device .*failed to initialize CUDA/) }]);
+  }, 120_000);
+
   // A really older CPU: qemu's emulated Nehalem (SSE4.2, no AVX) and Sandy Bridge (AVX, no AVX2).
   it.runIf(qemu !== undefined && process.platform === "linux" && process.arch === "x64").each([
     { cpu: "Nehalem", variant: "sse42" },

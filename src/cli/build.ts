@@ -16,8 +16,10 @@ The addon then loads from build/ in preference to the shipped prebuilds/. Needs 
 and a C++17 compiler; the llama.cpp sources ship with the package.
 
       --backend B       cpu (default; metal on macOS), cuda (needs the CUDA toolkit: nvcc and
-                        cuBLAS; CMAKE_CUDA_ARCHITECTURES defaults to 90) or vulkan (needs the
-                        Vulkan headers and glslc). Default: $LLAMA_NAPI_BACKEND, else cpu.
+                        cuBLAS; CMAKE_CUDA_ARCHITECTURES defaults to this machine's GPUs, else
+                        to the prebuilt module's 75-virtual;80-real;89-real;90-real;120a-real)
+                        or vulkan (needs the Vulkan headers and glslc). Default:
+                        $LLAMA_NAPI_BACKEND, else cpu.
       --cpu-variants    every CPU variant of ggml, chosen at run time (as the prebuilt binaries),
                         instead of one CPU backend compiled for this machine (-march=native)
   -j, --jobs N          parallel compile jobs (default: cmake's choice)
