@@ -248,6 +248,28 @@ void LoadBackends() {
 
 const std::string& BackendDir() { return g_dir; }
 
+void* CpuBackendSymbol(const char* name) {
+  ggml_backend_dev_t cpu = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
+  if (cpu == nullptr) return nullptr;
+  ggml_backend_reg_t reg = ggml_backend_dev_backend_reg(cpu);
+  if (void* f = ggml_backend_reg_get_proc_address(reg, name)) return f;
+#ifdef _WIN32
+  HMODULE module = nullptr;
+  if (!GetModuleHandleExA(GET_MODULE_HANDLE_EX_FLAG_FROM_ADDRESS | GET_MODULE_HANDLE_EX_FLAG_UNCHANGED_REFCOUNT, reinterpret_cast<LPCSTR>(reg), &module)) {
+    return nullptr;
+  }
+  return reinterpret_cast<void*>(GetProcAddress(module, name));
+#else
+  Dl_info info;
+  if (dladdr(reg, &info) == 0 || info.dli_fname == nullptr) return nullptr;
+  void* handle = dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD);  // already loaded: no new load
+  if (handle == nullptr) return nullptr;
+  void* f = dlsym(handle, name);
+  dlclose(handle);  // the module stays loaded (ggml holds it)
+  return f;
+#endif
+}
+
 Napi::Array UnavailableModules(Napi::Env env) {
   Napi::Array out = Napi::Array::New(env);
   for (size_t i = 0; i < g_unavailable.size(); i++) {

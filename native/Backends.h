@@ -20,6 +20,11 @@ struct UnavailableModule {
 // libcuda.so.1 / nvcuda.dll; Vulkan: the loader). Idempotent.
 void LoadBackends();
 
+// A function the CPU backend exports, by name: through its registry (ggml_backend_reg_get_proc_address),
+// else from the symbol table of the module (or addon) that holds it, for those the registry does
+// not hand out (ggml_threadpool_pause). nullptr when there is no CPU backend or no such function.
+void* CpuBackendSymbol(const char* name);
+
 // [{module, reason}] for each module that was skipped, could not be loaded or gave no device.
 Napi::Array UnavailableModules(Napi::Env env);
 

@@ -190,6 +190,12 @@ void Engine::Run() {
     std::vector<std::shared_ptr<TaskJob>> tasks;
     {
       std::unique_lock<std::mutex> lk(mu_);
+      if (!stopping_ && !HasWorkLocked()) {
+        // Idle: the thread pools stop polling (they resume at the next decode).
+        lk.unlock();
+        PausePools();
+        lk.lock();
+      }
       cv_.wait(lk, [&] { return stopping_ || HasWorkLocked(); });
       if (stopping_) return;
       for (auto& job : incoming_) {
@@ -215,6 +221,11 @@ void Engine::Run() {
     }
     Step();
   }
+}
+
+void Engine::PausePools() {
+  if (pool_) pool_->Pause();
+  if (poolBatch_) poolBatch_->Pause();
 }
 
 void Engine::SyncSeq(SeqState& seq) {

@@ -227,6 +227,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
   bool HasWorkLocked() const;
   void Step();
   void SyncSeq(SeqState& seq);
+  void PausePools();  // the thread pools stop polling (idle, or before libmtmd's encoder runs)
   void Sample(GenJob& gen, const float* logits);
   llama_token SelectToken(GenJob& gen, const float* logits);
   bool RunProcessor(GenJob& gen, const float* logits);  // false: the generation ended

@@ -181,6 +181,8 @@ Failure Engine::RunMediaPrompt(SeqState& seq, MediaPrompt& prompt, const std::at
     if (chunk != seq.media.end()) {
       llama_pos next = static_cast<llama_pos>(seq.nKv);
       int32_t ret = 0;
+      // The encoder runs on libmtmd's own threads: the context's pools must not poll meanwhile.
+      PausePools();
       try {
         ret = mtmd_helper_eval_chunk_single(projector->ctx.get(), ctx_.get(), chunk->second->chunk.get(), static_cast<llama_pos>(seq.nKv), seq.id,
                                             static_cast<int32_t>(nBatch_), false, &next);

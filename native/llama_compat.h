@@ -24,6 +24,8 @@
 // pointer), for the two flags its C API does not expose: the clean-up of spaces and the space prefix.
 #include "../vendor/llama.cpp/src/llama-vocab.h"
 
+#include "Backends.h"
+
 #include <exception>
 #include <memory>
 #include <string>
@@ -287,6 +289,14 @@ class Threadpool {
     ggml_threadpool_params params = ggml_threadpool_params_default(nThreads);
     params.paused = paused;
     pool_ = create(&params);
+    pause_ = reinterpret_cast<decltype(ggml_threadpool_pause)*>(CpuBackendSymbol("ggml_threadpool_pause"));
+  }
+  // Stops the workers' polling: after a graph they spin for a while (ggml's poll level 50:
+  // about 0.2 s of a core each) waiting for the next one, which takes those cores from anything
+  // else (libmtmd's encoder, another context, the rest of the process). llama.cpp resumes the pool
+  // at its next graph. For when the context goes idle or another computation comes next.
+  void Pause() {
+    if (pool_ != nullptr && pause_ != nullptr) pause_(pool_);
   }
   ~Threadpool() {
     if (pool_ != nullptr) free_(pool_);
@@ -299,6 +309,7 @@ class Threadpool {
  private:
   ggml_threadpool_t pool_ = nullptr;
   decltype(ggml_threadpool_free)* free_ = nullptr;
+  decltype(ggml_threadpool_pause)* pause_ = nullptr;
 };
 
 // Bytes a context holds for its KV cache and compute buffers, over every buffer type.
