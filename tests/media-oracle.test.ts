@@ -24,6 +24,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LLAMA2_CHAT_TEMPLATE, writeRandomLlama } from "../src/fixtures/llama.js";
 import { encodePng, encodeWav, testImagePixels, testToneSamples, writeAudioProjector, writeVisionProjector } from "../src/fixtures/mtmd.js";
 import { loadModel, renderChat, type Model, type PromptPart } from "../src/index.js";
+import { repoRoot } from "./helpers/fixtures.js";
 import { maxAbsDiff, mulberry32 } from "./helpers/math.js";
 import { letterbox, loadGemma3VisionReference, type Gemma3VisionReference } from "./reference/gemma3-vision.js";
 import { loadLlamaReference, matVec, rmsNorm, ropeAngles, silu, type LlamaReference } from "./reference/llama.js";
@@ -338,6 +339,45 @@ describe("greedy generation against llama-mtmd-cli (vendored llama.cpp)", () => 
       expect(napi.bytes.toString("latin1")).toBe(cli.toString("latin1"));
       const quieter = await napiResponse(audioModel, await cliPromptParts(audioModel, prompt, { audio: encodeWav(testToneSamples(1).map((x) => x * 0.25)) }));
       expect(quieter.bytes.equals(napi.bytes)).toBe(false);
+    } finally {
+      audioModel.dispose();
+    }
+  }, 240_000);
+});
+
+// ---------------------------------------------------------------------------------------------
+// The embedding libmtmd itself makes (media-bench, bench/llama-tools: llama-mtmd-cli's flow from a
+// file: mtmd_helper_bitmap_init_from_file, mtmd_tokenize, mtmd_encode_chunk, mtmd_get_output_embd)
+
+const MEDIA_BENCH = process.env.LLAMA_MEDIA_BENCH || path.join(repoRoot, "bench", ".work", "llama-build", "bin", "media-bench");
+
+describe("model.encodeMedia against libmtmd's own embedding (media-bench built from the vendored tree)", () => {
+  it("is the same embedding within 1e-4, for an image and for audio", async (ctx) => {
+    if (!fs.existsSync(MEDIA_BENCH)) ctx.skip(`no media-bench at ${MEDIA_BENCH}: \`npm run bench -- --suite media\` builds it (or set LLAMA_MEDIA_BENCH)`);
+    const audioModel = await loadModel(files.text);
+    await audioModel.loadProjector(files.audio, { threads: 2 });
+    try {
+      const w = 150;
+      const h = 90;
+      const cases = [
+        { kind: "image" as const, m: model, projector: files.vision, bytes: encodePng(w, h, testImagePixels(w, h, 11)), file: path.join(tmp, "oracle.png") },
+        { kind: "audio" as const, m: audioModel, projector: files.audio, bytes: encodeWav(testToneSamples(1.5)), file: path.join(tmp, "oracle.wav") },
+      ];
+      for (const c of cases) {
+        fs.writeFileSync(c.file, c.bytes);
+        const out = path.join(tmp, `${c.kind}.embd`);
+        const args = ["-m", files.text, "--mmproj", c.projector, `--${c.kind}`, c.file, "-p", "<__media__>", "-r", "1", "-t", "2", "-c", "1024", "--embd-out", out];
+        await promisify(execFile)(MEDIA_BENCH, args, { timeout: 120_000 });
+        const theirs = new Float32Array(new Uint8Array(fs.readFileSync(out)).buffer);
+        const ours = await c.m.encodeMedia(c.kind === "image" ? { image: c.bytes } : { audio: c.bytes });
+        console.log(`${c.kind}: ${ours.tokens} x ${ours.width}, max |diff| ${maxAbsDiff(ours.embeddings, theirs).toExponential(2)}`);
+        expect(theirs.length).toBe(ours.tokens * ours.width);
+        expect(maxAbsDiff(ours.embeddings, theirs)).toBeLessThanOrEqual(1e-4);
+      }
+      // Not a match by construction: another image gives another embedding.
+      const other = await model.encodeMedia({ image: encodePng(w, h, testImagePixels(w, h, 12)) });
+      const first = new Float32Array(new Uint8Array(fs.readFileSync(path.join(tmp, "image.embd"))).buffer);
+      expect(maxAbsDiff(other.embeddings, first)).toBeGreaterThan(1e-3);
     } finally {
       audioModel.dispose();
     }

@@ -175,7 +175,40 @@ async function rpc() {
   };
 }
 
-const modes = { speed, tokenize, batched, sampling, rpc };
+/**
+ * Images and audio (the "media" suite): per round, the time to the first greedy token of a prompt
+ * with one media item on a fresh session (the file's bytes decoded, encoded by the projector, and
+ * every chunk evaluated), then the media item alone (model.encodeMedia). Round 0 warms up.
+ */
+async function media() {
+  const { model } = await load(task.model);
+  await model.loadProjector(task.projector, { threads: task.threads });
+  const item = { [task.kind]: fs.readFileSync(task.media) };
+  const [before, after] = task.prompt.split(task.marker);
+  const encodeMs = [];
+  const ttftMs = [];
+  const context = await model.createContext(task.context);
+  for (let round = 0; round <= task.rounds; round++) {
+    // A fresh session on an empty sequence: nothing of the last round's is reused.
+    const session = context.createSession();
+    const start = performance.now();
+    await session.prompt([before, item, after], { addSpecial: true, parseSpecial: true });
+    await session.generate({ maxTokens: 1, temperature: 0 }).collect();
+    const ttft = performance.now() - start;
+    session.dispose();
+    const t = performance.now();
+    await model.encodeMedia(item);
+    const encode = performance.now() - t;
+    if (round > 0) {
+      ttftMs.push(ttft);
+      encodeMs.push(encode);
+    }
+  }
+  context.dispose();
+  return { encodeMs, ttftMs };
+}
+
+const modes = { speed, tokenize, batched, sampling, rpc, media };
 if (!(task.mode in modes)) throw new Error(`unknown mode ${task.mode}`);
 const result = await modes[task.mode]();
 process.stdout.write(`${JSON.stringify(result)}\n`);
