@@ -283,6 +283,7 @@ void Engine::Step() {
       const int32_t idx = batch.Add(seq.tokens[pos], static_cast<llama_pos>(pos), seq.id, k + 1 == pending);
       if (k + 1 == pending) part.outIndex = idx;
     }
+    AddDraft(*g, part.outIndex, room - n);
     parts.push_back(std::move(part));
   }
   for (auto it = evals_.begin(); it != evals_.end();) {
@@ -346,10 +347,11 @@ void Engine::Step() {
         evals_.erase(std::find(evals_.begin(), evals_.end(), part.job));
         FinishJob(part.job);
       } else {
-        Sample(static_cast<GenJob&>(job), logits);
+        SampleAlongDraft(static_cast<GenJob&>(job), part.outIndex);
       }
       continue;
     }
+    if (job.type == Job::Type::Generate) static_cast<GenJob&>(job).draft.clear();
     // The decode failed or was aborted: keep what reached the cache, drop the rest.
     const llama_pos posMax = compat::SeqPosMax(ctx_.get(), seq.id);
     seq.nKv = std::min(seq.tokens.size(), static_cast<size_t>(posMax + 1));

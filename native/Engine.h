@@ -95,6 +95,15 @@ struct GenJob : Job {
   int32_t logprobs = -1;       // top alternatives to report; -1: no log-probabilities
   int32_t shiftKeep = -1;      // context shift keeping this many tokens; -1: off
   bool hasProcessor = false;   // a JS logits processor runs before each sampling step
+  // N-gram lookup decoding (native/EngineLookup.cc): a draft copied from where the history's last
+  // n-gram occurred before, decoded in the same batch as the next token and kept as far as the
+  // tokens sampled from it agree.
+  int32_t lookupNgram = 0;         // longest n-gram matched; 0: off
+  int32_t lookupMaxDraft = 0;      // longest draft
+  int32_t draftLimit = 0;          // the next draft's longest: halves after a miss, doubles after a full hit
+  std::vector<llama_token> draft;  // the draft in the batch being decoded
+  int64_t drafted = 0;             // draft tokens decoded
+  int64_t accepted = 0;            // draft tokens kept
   TextStream text;
   std::vector<llama_token_data> candidates;
   std::atomic<bool> paused{false};
@@ -229,6 +238,10 @@ class Engine : public std::enable_shared_from_this<Engine> {
   void SyncSeq(SeqState& seq);
   void PausePools();  // the thread pools stop polling (idle, or before libmtmd's encoder runs)
   void Sample(GenJob& gen, const float* logits);
+  // Lookup decoding: adds gen's draft after its pending token (batch index `last`), and after the
+  // decode samples along it, keeping the draft tokens that the samples confirm.
+  size_t AddDraft(GenJob& gen, int32_t last, size_t room);
+  void SampleAlongDraft(GenJob& gen, int32_t last);
   llama_token SelectToken(GenJob& gen, const float* logits);
   bool RunProcessor(GenJob& gen, const float* logits);  // false: the generation ended
   bool ShiftContext(GenJob& gen);                       // false: no room and no shift

@@ -173,6 +173,14 @@ void SessionWrap::Generate(const Napi::CallbackInfo& info) {
   std::optional<Napi::Value> processor = o.Raw("logitsProcessor");
   if (processor && !processor->IsFunction()) o.Fail("logitsProcessor", "a function");
   const std::vector<std::string> preserved = o.StringArray("preservedTokens", 1024).value_or(std::vector<std::string>{});
+  int64_t lookupNgram = 0;
+  int64_t lookupMaxDraft = 0;
+  if (std::optional<Napi::Object> lookup = o.Object("lookup")) {
+    Options l(env, *lookup, "options.lookup");
+    lookupNgram = l.Int("ngramSize", 1, 16).value_or(3);
+    lookupMaxDraft = l.Int("maxDraft", 1, 64).value_or(8);
+    l.CheckAllRead();
+  }
   o.CheckAllRead();
   const llama_model* model = engine_->model()->model.get();
   auto job = std::make_shared<GenJob>(engine_->model()->vocab, std::move(stops));
@@ -180,6 +188,8 @@ void SessionWrap::Generate(const Napi::CallbackInfo& info) {
   job->maxTokens = maxTokens;
   job->logprobs = static_cast<int32_t>(logprobs);
   job->shiftKeep = static_cast<int32_t>(shiftKeep);
+  job->lookupNgram = static_cast<int32_t>(lookupNgram);
+  job->lookupMaxDraft = job->draftLimit = static_cast<int32_t>(lookupMaxDraft);
   job->seq = seq_;
   // A preserved token is a text that is one special token of this vocabulary (others are ignored,
   // as llama.cpp's server ignores them).

@@ -23,6 +23,16 @@ export interface GenerationResult {
   text: string;
   tokens: number[];
   finishReason: FinishReason;
+  /** With the `lookup` option: the draft tokens decoded and those kept (see {@link Generation.lookup}). */
+  lookup?: LookupStats;
+}
+
+/** What n-gram lookup decoding did in one generation. */
+export interface LookupStats {
+  /** Draft tokens decoded beside the generated ones. */
+  drafted: number;
+  /** Draft tokens that sampling confirmed: each saved one decode. */
+  accepted: number;
 }
 
 /** Items buffered before the native loop pauses, waiting for the consumer. */
@@ -72,6 +82,12 @@ export class Generation implements AsyncIterable<GeneratedToken> {
     return r === "eog" || r === "length" || r === "stop" || r === "aborted" ? r : undefined;
   }
 
+  /** With the `lookup` option, once the generation has ended: what the drafts did. */
+  get lookup(): LookupStats | undefined {
+    const d = this.#done;
+    return d?.drafted === undefined || d.accepted === undefined ? undefined : { drafted: d.drafted, accepted: d.accepted };
+  }
+
   /** @internal Starts the native loop; resolves when it has ended. */
   start(native: NativeSession): Promise<void> {
     if (this.#error || this.#done) {
@@ -107,7 +123,8 @@ export class Generation implements AsyncIterable<GeneratedToken> {
       tokens.push(item.token);
       text += item.text;
     }
-    return { text, tokens, finishReason: this.finishReason ?? "aborted" };
+    const lookup = this.lookup;
+    return { text, tokens, finishReason: this.finishReason ?? "aborted", ...(lookup === undefined ? {} : { lookup }) };
   }
 
   /** Consumes the generation and returns its text. */

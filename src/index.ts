@@ -64,7 +64,7 @@ export { startServer } from "./server/server.js";
 export type { ServerOptions, RunningServer } from "./server/server.js";
 export { AttentionMap } from "./trace.js";
 export type { TraceOptions, TraceResult, TokenProbability } from "./trace.js";
-export type { GeneratedToken, FinishReason, GenerationResult } from "./generation.js";
+export type { GeneratedToken, FinishReason, GenerationResult, LookupStats } from "./generation.js";
 export type { SamplingOptions, SamplerName, LogitBias } from "./options/sampling.js";
 export { LlamaError, GgufError, AbortError, DisposedError, ContextFullError } from "./errors.js";
 export type { LlamaErrorCode } from "./errors.js";

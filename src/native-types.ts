@@ -142,11 +142,16 @@ export interface NativeGenerateOptions {
   logitsProcessor?: (logits: Float32Array, tokens: Int32Array) => void;
   /** Special tokens whose text is written out (native/TextStream.cc). */
   preservedTokens?: string[];
+  /** N-gram lookup decoding (native/EngineLookup.cc). */
+  lookup?: { ngramSize: number; maxDraft: number };
 }
 
 export interface NativeGenerationDone {
   reason: "eog" | "length" | "stop" | "aborted" | "contextFull" | "error";
   error?: LlamaError;
+  /** With lookup: draft tokens decoded, and those kept. */
+  drafted?: number;
+  accepted?: number;
 }
 
 /** Log-probabilities of a chunk: the chosen tokens', and per token the top alternatives. */

@@ -150,7 +150,7 @@ export class Session {
   /** Generates tokens after the session's history. Temperature 0 is greedy. */
   generate(options: GenerateOptions = {}): Generation {
     this.#check();
-    const { maxTokens, stop, signal, logprobs, contextShift, logitsProcessor, preservedTokens, ...sampling } = readOptions(GENERATE_OPTIONS, options, "generate options", { defaults: true });
+    const { maxTokens, stop, signal, logprobs, contextShift, logitsProcessor, preservedTokens, lookup, ...sampling } = readOptions(GENERATE_OPTIONS, options, "generate options", { defaults: true });
     const generation = new Generation(
       {
         maxTokens,
@@ -160,6 +160,7 @@ export class Session {
         contextShift: this.#contextShift(contextShift),
         logitsProcessor,
         ...(preservedTokens === undefined ? {} : { preservedTokens: [...preservedTokens] }),
+        ...(lookup === undefined || lookup === false ? {} : { lookup }),
       },
       signal,
     );

@@ -80,6 +80,27 @@ export const GENERATE_OPTIONS = {
    * (control) tokens stay out of the text. ChatSession and the server pass a chat format's own.
    */
   preservedTokens: strings({ maxItems: 1024 }),
+  /**
+   * N-gram lookup decoding ("prompt lookup"): where the history's last n tokens occurred before,
+   * the tokens that followed are decoded as a draft in the same batch as the next token, and kept
+   * as far as sampling confirms them. The output is the same as without it (the sampler sees the
+   * same logits in the same order); text that repeats itself (code, quotes, loops) comes faster.
+   * `true` for `{ ngramSize: 3, maxDraft: 8 }`: the longest n-gram matched (down to 1) and the
+   * longest draft (it halves after a miss). The result's `lookup` counts drafted and kept tokens.
+   */
+  lookup: custom<boolean | { ngramSize?: number; maxDraft?: number }, false | { ngramSize: number; maxDraft: number }>({
+    expected: "a boolean or { ngramSize: 1-16, maxDraft: 1-64 }",
+    parse(v) {
+      if (typeof v === "boolean") return v ? { ngramSize: 3, maxDraft: 8 } : false;
+      if (v === null || typeof v !== "object" || Array.isArray(v)) invalidValue("a boolean or { ngramSize, maxDraft }");
+      const { ngramSize = 3, maxDraft = 8, ...rest } = v as { ngramSize?: unknown; maxDraft?: unknown };
+      if (Object.keys(rest).length > 0) invalidValue("{ ngramSize, maxDraft } (no other fields)");
+      const inRange = (x: unknown, max: number): x is number => typeof x === "number" && Number.isInteger(x) && x >= 1 && x <= max;
+      if (!inRange(ngramSize, 16)) invalidValue("{ ngramSize: an integer from 1 to 16 }");
+      if (!inRange(maxDraft, 64)) invalidValue("{ maxDraft: an integer from 1 to 64 }");
+      return { ngramSize, maxDraft };
+    },
+  }),
   ...SAMPLING_OPTIONS,
 } as const;
 
