@@ -208,7 +208,49 @@ async function media() {
   return { encodeMs, ttftMs };
 }
 
-const modes = { speed, tokenize, batched, sampling, rpc, media };
+/**
+ * Lookup decoding (the "speculative" suite): greedy generation of task.nGen tokens after the
+ * prompt, end-of-generation banned, plain and with task.lookup, alternating over task.rounds
+ * after a warm-up of each. Tokens/s from the first to the last token, as the speed mode.
+ */
+async function lookup() {
+  const { model } = await load(task.model);
+  const context = await model.createContext(task.context);
+  const eos = model.specialTokens.eos;
+  const base = { maxTokens: task.nGen + 1, temperature: 0, ...(eos === null ? {} : { logitBias: [[eos, -Infinity]] }) };
+  const rates = { plain: [], lookup: [] };
+  const texts = { plain: "", lookup: "" };
+  let drafted = 0;
+  let accepted = 0;
+  for (let round = 0; round <= task.rounds; round++) {
+    for (const mode of round % 2 === 0 ? ["plain", "lookup"] : ["lookup", "plain"]) {
+      const session = context.createSession();
+      await session.prompt(task.prompt);
+      const generation = session.generate(mode === "plain" ? base : { ...base, lookup: task.lookup });
+      let first = NaN;
+      let last = NaN;
+      let count = 0;
+      let text = "";
+      for await (const item of generation) {
+        last = performance.now();
+        if (count++ === 0) first = last;
+        text += item.text;
+      }
+      session.dispose();
+      texts[mode] = text;
+      if (round === 0) continue; // warm-up
+      rates[mode].push((count - 1) / ((last - first) / 1e3));
+      if (mode === "lookup") {
+        drafted += generation.lookup.drafted;
+        accepted += generation.lookup.accepted;
+      }
+    }
+  }
+  context.dispose();
+  return { plainTokensPerS: rates.plain, lookupTokensPerS: rates.lookup, drafted, accepted, sameText: texts.plain === texts.lookup, text: texts.plain };
+}
+
+const modes = { speed, tokenize, batched, sampling, rpc, media, lookup };
 if (!(task.mode in modes)) throw new Error(`unknown mode ${task.mode}`);
 const result = await modes[task.mode]();
 process.stdout.write(`${JSON.stringify(result)}\n`);

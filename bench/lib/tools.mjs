@@ -1,5 +1,5 @@
 /**
- * The raw llama.cpp side: llama-bench, llama-batched-bench, llama-server, llama-mtmd-cli and our three small programs
+ * The raw llama.cpp side: llama-bench, llama-batched-bench, llama-server, llama-mtmd-cli, llama-lookup and our three small programs
  * (bench/llama-tools), built from vendor/llama.cpp with cmake/llama-options.cmake into
  * bench/.work/llama-build. Built only when missing or older than their sources.
  */
@@ -10,13 +10,13 @@ import { BENCH_DIR, ROOT, WORK_DIR, run, runLocked } from "./env.mjs";
 
 export const TOOLS_SOURCE = path.join(BENCH_DIR, "llama-tools");
 export const TOOLS_BUILD = path.join(WORK_DIR, "llama-build");
-const TARGETS = ["llama-bench", "llama-batched-bench", "llama-server", "llama-mtmd-cli", "tokenize-bench", "load-bench", "media-bench"];
+const TARGETS = ["llama-bench", "llama-batched-bench", "llama-server", "llama-mtmd-cli", "llama-lookup", "tokenize-bench", "load-bench", "media-bench"];
 
 /** Source trees whose changes make the tools stale (ninja is the final judge once it runs). */
 const INPUTS = [
   TOOLS_SOURCE,
   path.join(ROOT, "cmake"),
-  ...["src", "include", "ggml", "common", "tools/llama-bench", "tools/batched-bench", "tools/server", "tools/mtmd", "CMakeLists.txt"].map((p) =>
+  ...["src", "include", "ggml", "common", "tools/llama-bench", "tools/batched-bench", "tools/server", "tools/mtmd", "examples/lookup", "CMakeLists.txt"].map((p) =>
     path.join(ROOT, "vendor", "llama.cpp", p),
   ),
 ];
