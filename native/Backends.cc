@@ -28,15 +28,36 @@ const char kSeparator = '\\';
 const char kSeparator = '/';
 #endif
 
-// The file that holds the code or data at `address` (the addon, or a backend module).
+#ifdef _WIN32
+// Paths are UTF-8 strings here (as ggml takes them); Windows' own calls take UTF-16.
+std::wstring Widen(const std::string& utf8) {
+  const int n = MultiByteToWideChar(CP_UTF8, 0, utf8.c_str(), -1, nullptr, 0);
+  if (n <= 0) return L"";
+  std::wstring out(static_cast<size_t>(n), L'\0');
+  MultiByteToWideChar(CP_UTF8, 0, utf8.c_str(), -1, out.data(), n);
+  out.resize(static_cast<size_t>(n - 1));
+  return out;
+}
+
+std::string Narrow(const wchar_t* wide) {
+  const int n = WideCharToMultiByte(CP_UTF8, 0, wide, -1, nullptr, 0, nullptr, nullptr);
+  if (n <= 0) return "";
+  std::string out(static_cast<size_t>(n), '\0');
+  WideCharToMultiByte(CP_UTF8, 0, wide, -1, out.data(), n, nullptr, nullptr);
+  out.resize(static_cast<size_t>(n - 1));
+  return out;
+}
+#endif
+
+// The file that holds the code or data at `address` (the addon, or a backend module), in UTF-8.
 std::string ModuleOf(const void* address) {
 #ifdef _WIN32
   HMODULE module = nullptr;
-  char path[MAX_PATH] = {0};
-  if (GetModuleHandleExA(GET_MODULE_HANDLE_EX_FLAG_FROM_ADDRESS | GET_MODULE_HANDLE_EX_FLAG_UNCHANGED_REFCOUNT,
-                         static_cast<LPCSTR>(address), &module) &&
-      GetModuleFileNameA(module, path, MAX_PATH) > 0) {
-    return path;
+  wchar_t path[32768] = {0};
+  if (GetModuleHandleExW(GET_MODULE_HANDLE_EX_FLAG_FROM_ADDRESS | GET_MODULE_HANDLE_EX_FLAG_UNCHANGED_REFCOUNT,
+                         static_cast<LPCWSTR>(address), &module) &&
+      GetModuleFileNameW(module, path, 32768) > 0) {
+    return Narrow(path);
   }
   return "";
 #else
@@ -75,12 +96,18 @@ class Library {
  public:
   explicit Library(const std::string& path) {
 #ifdef _WIN32
-    handle_ = LoadLibraryA(path.c_str());
+    // No error dialog for a missing DLL (as ggml's own loader).
+    const UINT mode = SetErrorMode(SEM_FAILCRITICALERRORS);
+    SetErrorMode(mode | SEM_FAILCRITICALERRORS);
+    handle_ = LoadLibraryW(Widen(path).c_str());
+    const DWORD code = GetLastError();
+    SetErrorMode(mode);
     if (handle_ == nullptr) {
-      char text[512] = {0};
-      FormatMessageA(FORMAT_MESSAGE_FROM_SYSTEM | FORMAT_MESSAGE_IGNORE_INSERTS, nullptr, GetLastError(), 0, text, sizeof text, nullptr);
-      error_ = text;
+      wchar_t text[512] = {0};
+      FormatMessageW(FORMAT_MESSAGE_FROM_SYSTEM | FORMAT_MESSAGE_IGNORE_INSERTS, nullptr, code, 0, text, 512, nullptr);
+      error_ = Narrow(text);
       while (!error_.empty() && (error_.back() == '\n' || error_.back() == '\r' || error_.back() == ' ')) error_.pop_back();
+      error_ += " (error " + std::to_string(code) + ")";
     }
 #else
     handle_ = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
@@ -210,10 +237,10 @@ std::string BestModule(const std::string& dir, const std::string& name, const st
 void LoadBackendModules(const std::string& dir) {
   std::vector<std::string> files;
   std::error_code ec;
-  for (std::filesystem::directory_iterator it(dir, std::filesystem::directory_options::skip_permission_denied, ec), end; !ec && it != end;
-       it.increment(ec)) {
+  for (std::filesystem::directory_iterator it(std::filesystem::u8path(dir), std::filesystem::directory_options::skip_permission_denied, ec), end;
+       !ec && it != end; it.increment(ec)) {
     std::error_code typeError;
-    if (it->is_regular_file(typeError)) files.push_back(it->path().filename().string());
+    if (it->is_regular_file(typeError)) files.push_back(it->path().filename().u8string());
   }
   std::sort(files.begin(), files.end());
   for (const char* name : kBackendNames) {
@@ -255,7 +282,7 @@ void* CpuBackendSymbol(const char* name) {
   if (void* f = ggml_backend_reg_get_proc_address(reg, name)) return f;
 #ifdef _WIN32
   HMODULE module = nullptr;
-  if (!GetModuleHandleExA(GET_MODULE_HANDLE_EX_FLAG_FROM_ADDRESS | GET_MODULE_HANDLE_EX_FLAG_UNCHANGED_REFCOUNT, reinterpret_cast<LPCSTR>(reg), &module)) {
+  if (!GetModuleHandleExW(GET_MODULE_HANDLE_EX_FLAG_FROM_ADDRESS | GET_MODULE_HANDLE_EX_FLAG_UNCHANGED_REFCOUNT, reinterpret_cast<LPCWSTR>(reg), &module)) {
     return nullptr;
   }
   return reinterpret_cast<void*>(GetProcAddress(module, name));
