@@ -99,6 +99,7 @@ struct GenJob : Job {
   // n-gram occurred before, decoded in the same batch as the next token and kept as far as the
   // tokens sampled from it agree.
   int32_t lookupNgram = 0;         // longest n-gram matched; 0: off
+  int32_t lookupNgramMin = 1;      // shortest n-gram matched
   int32_t lookupMaxDraft = 0;      // longest draft
   int32_t draftLimit = 0;          // the next draft's longest: halves after a miss, doubles after a full hit
   std::vector<llama_token> draft;  // the draft in the batch being decoded

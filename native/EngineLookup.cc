@@ -19,11 +19,11 @@ namespace llama_napi {
 namespace {
 
 // The continuation (at most `limit` tokens) of the most recent earlier occurrence of the
-// history's last n tokens, for n = ngram down to 1; empty when there is none. Media positions
+// history's last n tokens, for n = ngram down to ngramMin; empty when there is none. Media positions
 // (kMediaToken) never match and end a continuation.
-std::vector<llama_token> FindDraft(const std::vector<llama_token>& h, int32_t ngram, size_t limit) {
+std::vector<llama_token> FindDraft(const std::vector<llama_token>& h, int32_t ngram, int32_t ngramMin, size_t limit) {
   const size_t len = h.size();
-  for (size_t n = static_cast<size_t>(ngram); n >= 1; n--) {
+  for (size_t n = static_cast<size_t>(ngram); n >= static_cast<size_t>(std::max(ngramMin, 1)); n--) {
     if (len < n + 1) continue;
     const llama_token* tail = h.data() + (len - n);
     if (std::find(tail, tail + n, kMediaToken) != tail + n) continue;
@@ -56,7 +56,7 @@ size_t Engine::AddDraft(GenJob& gen, int32_t last, size_t room) {
   limit = std::min(limit, capacity_ > seq.tokens.size() + 1 ? capacity_ - seq.tokens.size() - 1 : 0);
   limit = std::min<size_t>(limit, static_cast<size_t>(std::max<int64_t>(gen.maxTokens - gen.produced - 1, 0)));
   if (limit == 0) return 0;
-  gen.draft = FindDraft(seq.tokens, gen.lookupNgram, limit);
+  gen.draft = FindDraft(seq.tokens, gen.lookupNgram, gen.lookupNgramMin, limit);
   for (size_t k = 0; k < gen.draft.size(); k++) {
     batch_->Add(gen.draft[k], static_cast<llama_pos>(seq.tokens.size() + k), seq.id, true);
   }

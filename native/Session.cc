@@ -174,10 +174,12 @@ void SessionWrap::Generate(const Napi::CallbackInfo& info) {
   if (processor && !processor->IsFunction()) o.Fail("logitsProcessor", "a function");
   const std::vector<std::string> preserved = o.StringArray("preservedTokens", 1024).value_or(std::vector<std::string>{});
   int64_t lookupNgram = 0;
+  int64_t lookupNgramMin = 1;
   int64_t lookupMaxDraft = 0;
   if (std::optional<Napi::Object> lookup = o.Object("lookup")) {
     Options l(env, *lookup, "options.lookup");
     lookupNgram = l.Int("ngramSize", 1, 16).value_or(3);
+    lookupNgramMin = l.Int("ngramMin", 1, lookupNgram).value_or(std::min<int64_t>(2, lookupNgram));
     lookupMaxDraft = l.Int("maxDraft", 1, 64).value_or(8);
     l.CheckAllRead();
   }
@@ -189,6 +191,7 @@ void SessionWrap::Generate(const Napi::CallbackInfo& info) {
   job->logprobs = static_cast<int32_t>(logprobs);
   job->shiftKeep = static_cast<int32_t>(shiftKeep);
   job->lookupNgram = static_cast<int32_t>(lookupNgram);
+  job->lookupNgramMin = static_cast<int32_t>(lookupNgramMin);
   job->lookupMaxDraft = job->draftLimit = static_cast<int32_t>(lookupMaxDraft);
   job->seq = seq_;
   // A preserved token is a text that is one special token of this vocabulary (others are ignored,

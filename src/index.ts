@@ -31,7 +31,7 @@ export type { ResolveModelFileOptions, DownloadProgress } from "./model-files.js
 export { Context, defaultThreads } from "./context.js";
 export type { ContextOptions, ContextStats, KvCacheType } from "./context.js";
 export { Session } from "./session.js";
-export type { PromptOptions, PromptResult, GenerateOptions } from "./session.js";
+export type { PromptOptions, PromptResult, GenerateOptions, LookupOptions } from "./session.js";
 export type { PromptPart, MediaSource, ProjectorInfo, MediaEmbedding, MediaSpan } from "./media.js";
 export { Generation } from "./generation.js";
 export { EmbeddingContext } from "./embedding.js";

@@ -143,7 +143,7 @@ export interface NativeGenerateOptions {
   /** Special tokens whose text is written out (native/TextStream.cc). */
   preservedTokens?: string[];
   /** N-gram lookup decoding (native/EngineLookup.cc). */
-  lookup?: { ngramSize: number; maxDraft: number };
+  lookup?: { ngramSize: number; ngramMin: number; maxDraft: number };
 }
 
 export interface NativeGenerationDone {

@@ -6,7 +6,7 @@ import { AbortError, DisposedError, LlamaError, checkOptions, checkSignal, inval
 import { Generation } from "./generation.js";
 import { isPromptParts, readPromptParts, type PromptPart } from "./media.js";
 import type { NativeSession } from "./native.js";
-import { GENERATE_OPTIONS, type GenerateOptions } from "./options/generate.js";
+import { GENERATE_OPTIONS, type GenerateOptions, type LookupOptions } from "./options/generate.js";
 import { readOptions } from "./options/spec.js";
 import { optionKeys, rejectUnknownKeys } from "./options/suggest.js";
 import { toTokenArray } from "./tokens.js";
@@ -27,7 +27,7 @@ export interface PromptOptions {
   signal?: AbortSignal;
 }
 
-export type { GenerateOptions };
+export type { GenerateOptions, LookupOptions };
 
 /** What `session.prompt()` did: tokens evaluated, tokens reused from the KV cache, and the history's new length. */
 export interface PromptResult {

@@ -149,7 +149,7 @@ describe("lookup decoding gives plain decoding's output", () => {
 describe("lookup option", () => {
   it("refuses bad settings with ERR_INVALID_ARGUMENT", () => {
     using session = context.createSession();
-    for (const lookup of [{ ngramSize: 0 }, { maxDraft: 65 }, { ngramSize: 2.5 }, { other: 1 }, "yes", null]) {
+    for (const lookup of [{ ngramSize: 0 }, { maxDraft: 65 }, { ngramSize: 2.5 }, { ngramSize: 3, ngramMin: 4 }, { other: 1 }, "yes", null]) {
       expect(() => session.generate({ lookup } as unknown as GenerateOptions)).toThrow(LlamaError);
       try {
         session.generate({ lookup } as unknown as GenerateOptions);

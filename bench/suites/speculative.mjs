@@ -25,7 +25,7 @@ const LOOKUP = { ngramSize: 3, maxDraft: 8 };
 
 /** llama-lookup's tokens/s and draft counts, from its log. */
 async function llamaLookup(ctx, tool, model, prompt, threads) {
-  const args = ["-m", model, "-p", prompt, "-n", String(N_GEN), "--draft-max", String(LOOKUP.maxDraft), "-t", String(threads), "-c", "2048"];
+  const args = ["-m", model, "-p", prompt, "-n", String(N_GEN), "--spec-draft-n-max", String(LOOKUP.maxDraft), "-t", String(threads), "-c", "512"];
   args.push("--temp", "0", "--ignore-eos", "--seed", "1", "--log-colors", "off");
   const out = await ctx.runCommand("sh", ["-c", `"$0" "$@" 2>&1`, tool, ...args]);
   const speed = /decoded\s+(\d+) tokens in\s+([\d.]+) seconds, speed:\s+([\d.]+) t\/s/.exec(out);
@@ -42,7 +42,7 @@ export default {
     const { options } = ctx;
     const tools = await ctx.tools();
     const rounds = options.quick ? 2 : options.reps;
-    const context = { contextSize: 2048, threads: options.threads };
+    const context = { contextSize: 512, threads: options.threads };
     const cases = [{ name: "GPT-2 small Q8_0, random weights (loops)", model: (await ctx.models()).q8_0.file, prompt: await ctx.prompt(32) }];
     if (fs.existsSync(STORIES)) {
       // Its own greedy story, then the story's first words again.
@@ -86,7 +86,7 @@ export default {
       ]);
     }
     const table = {
-      title: `speculative: greedy, ${N_GEN} tokens, ${options.threads} threads, lookup ${JSON.stringify(LOOKUP)} (llama-lookup --draft-max ${LOOKUP.maxDraft}), median of ${rounds} (tokens/s)`,
+      title: `speculative: greedy, ${N_GEN} tokens, ${options.threads} threads, lookup ${JSON.stringify(LOOKUP)} (llama-lookup --spec-draft-n-max ${LOOKUP.maxDraft}), median of ${rounds} (tokens/s)`,
       columns: ["case", "plain", "lookup", "lookup / plain", "kept (ours)", "llama-lookup", "kept (llama-lookup)", "lookup / llama-lookup", "same text as plain"],
       rows,
       notes: ["llama-lookup's tokens/s counts from its first decode after the prompt; ours from the first generated token to the last (the speed suite's way)"],

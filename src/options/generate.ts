@@ -23,6 +23,16 @@ function abortSignal(v: unknown): AbortSignal {
 /** Checks an `AbortSignal` option (shared by the tables that take one). */
 export const signalOption = custom<AbortSignal>({ expected: "an AbortSignal", parse: abortSignal });
 
+/** Settings of n-gram lookup decoding (the `lookup` option of `generate()`). */
+export interface LookupOptions {
+  /** The longest n-gram matched (1-16, default 3). */
+  ngramSize?: number;
+  /** The shortest n-gram matched (default 2, or ngramSize when that is 1). */
+  ngramMin?: number;
+  /** The longest draft (1-64, default 8). */
+  maxDraft?: number;
+}
+
 export const GENERATE_OPTIONS = {
   /** Stop after this many tokens (default: when the session is full). */
   maxTokens: integer({
@@ -84,21 +94,24 @@ export const GENERATE_OPTIONS = {
    * N-gram lookup decoding ("prompt lookup"): where the history's last n tokens occurred before,
    * the tokens that followed are decoded as a draft in the same batch as the next token, and kept
    * as far as sampling confirms them. The output is the same as without it (the sampler sees the
-   * same logits in the same order); text that repeats itself (code, quotes, loops) comes faster.
-   * `true` for `{ ngramSize: 3, maxDraft: 8 }`: the longest n-gram matched (down to 1) and the
-   * longest draft (it halves after a miss). The result's `lookup` counts drafted and kept tokens.
+   * same logits in the same order); text that repeats itself (code, quotes, loops) can come faster.
+   * `true` for `{ ngramSize: 3, ngramMin: 2, maxDraft: 8 }`: the longest and shortest n-gram
+   * matched and the longest draft (it halves after a miss). The result's `lookup` counts drafted
+   * and kept tokens.
    */
-  lookup: custom<boolean | { ngramSize?: number; maxDraft?: number }, false | { ngramSize: number; maxDraft: number }>({
-    expected: "a boolean or { ngramSize: 1-16, maxDraft: 1-64 }",
+  lookup: custom<boolean | LookupOptions, false | Required<LookupOptions>>({
+    expected: "a boolean or { ngramSize: 1-16, ngramMin: 1-ngramSize, maxDraft: 1-64 }",
     parse(v) {
-      if (typeof v === "boolean") return v ? { ngramSize: 3, maxDraft: 8 } : false;
-      if (v === null || typeof v !== "object" || Array.isArray(v)) invalidValue("a boolean or { ngramSize, maxDraft }");
-      const { ngramSize = 3, maxDraft = 8, ...rest } = v as { ngramSize?: unknown; maxDraft?: unknown };
-      if (Object.keys(rest).length > 0) invalidValue("{ ngramSize, maxDraft } (no other fields)");
+      if (typeof v === "boolean") return v ? { ngramSize: 3, ngramMin: 2, maxDraft: 8 } : false;
+      if (v === null || typeof v !== "object" || Array.isArray(v)) invalidValue("a boolean or { ngramSize, ngramMin, maxDraft }");
+      const { ngramSize = 3, maxDraft = 8, ngramMin, ...rest } = v as { ngramSize?: unknown; ngramMin?: unknown; maxDraft?: unknown };
+      if (Object.keys(rest).length > 0) invalidValue("{ ngramSize, ngramMin, maxDraft } (no other fields)");
       const inRange = (x: unknown, max: number): x is number => typeof x === "number" && Number.isInteger(x) && x >= 1 && x <= max;
       if (!inRange(ngramSize, 16)) invalidValue("{ ngramSize: an integer from 1 to 16 }");
+      const min = ngramMin ?? Math.min(2, ngramSize);
+      if (!inRange(min, ngramSize)) invalidValue(`{ ngramMin: an integer from 1 to ngramSize (${ngramSize}) }`);
       if (!inRange(maxDraft, 64)) invalidValue("{ maxDraft: an integer from 1 to 64 }");
-      return { ngramSize, maxDraft };
+      return { ngramSize, ngramMin: min, maxDraft };
     },
   }),
   ...SAMPLING_OPTIONS,
