@@ -241,7 +241,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
   void Sample(GenJob& gen, const float* logits);
   // Lookup decoding: adds gen's draft after its pending token (batch index `last`), and after the
   // decode samples along it, keeping the draft tokens that the samples confirm.
-  size_t AddDraft(GenJob& gen, int32_t last, size_t room);
+  void AddDraft(GenJob& gen, int32_t last, size_t room);
   void SampleAlongDraft(GenJob& gen, int32_t last);
   llama_token SelectToken(GenJob& gen, const float* logits);
   bool RunProcessor(GenJob& gen, const float* logits);  // false: the generation ended

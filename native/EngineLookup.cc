@@ -19,9 +19,11 @@ namespace llama_napi {
 namespace {
 
 // The continuation (at most `limit` tokens) of the most recent earlier occurrence of the
-// history's last n tokens, for n = ngram down to ngramMin; empty when there is none. Media positions
-// (kMediaToken) never match and end a continuation.
-std::vector<llama_token> FindDraft(const std::vector<llama_token>& h, int32_t ngram, int32_t ngramMin, size_t limit) {
+// history's last n tokens, for n = ngram down to ngramMin, into `draft` (whose storage is reused
+// from step to step); left empty when there is none. Media positions (kMediaToken) never match
+// and end a continuation.
+void FindDraft(const std::vector<llama_token>& h, int32_t ngram, int32_t ngramMin, size_t limit, std::vector<llama_token>& draft) {
+  draft.clear();
   const size_t len = h.size();
   for (size_t n = static_cast<size_t>(ngram); n >= static_cast<size_t>(std::max(ngramMin, 1)); n--) {
     if (len < n + 1) continue;
@@ -31,37 +33,34 @@ std::vector<llama_token> FindDraft(const std::vector<llama_token>& h, int32_t ng
       if (!std::equal(tail, tail + n, h.data() + j)) continue;
       // Past the end of the history the draft goes on copying itself: a text that repeats with
       // period p continues with the same p tokens (a loop of one token drafts that token again).
-      std::vector<llama_token> draft;
       for (size_t k = j + n; draft.size() < limit; k++) {
         const llama_token t = k < len ? h[k] : draft[k - len];
         if (t == kMediaToken) break;
         draft.push_back(t);
       }
-      if (!draft.empty()) return draft;
+      if (!draft.empty()) return;
     }
   }
-  return {};
 }
 
 }  // namespace
 
-size_t Engine::AddDraft(GenJob& gen, int32_t last, size_t room) {
+void Engine::AddDraft(GenJob& gen, int32_t last, size_t room) {
   gen.draft.clear();
   SeqState& seq = *gen.seq;
-  if (gen.lookupNgram <= 0 || gen.draftLimit <= 0 || last < 0 || seq.tokens.size() != seq.nKv + 1) return 0;
+  if (gen.lookupNgram <= 0 || gen.draftLimit <= 0 || last < 0 || seq.tokens.size() != seq.nKv + 1) return;
   // Room in the batch, in the session (no context shift in the middle of a draft: each sample
   // adds a token, and the last one needs no room of its own) and in maxTokens (each draft
   // position gives one more sample).
   size_t limit = std::min<size_t>(static_cast<size_t>(gen.draftLimit), room);
   limit = std::min(limit, capacity_ > seq.tokens.size() + 1 ? capacity_ - seq.tokens.size() - 1 : 0);
   limit = std::min<size_t>(limit, static_cast<size_t>(std::max<int64_t>(gen.maxTokens - gen.produced - 1, 0)));
-  if (limit == 0) return 0;
-  gen.draft = FindDraft(seq.tokens, gen.lookupNgram, gen.lookupNgramMin, limit);
+  if (limit == 0) return;
+  FindDraft(seq.tokens, gen.lookupNgram, gen.lookupNgramMin, limit, gen.draft);
   for (size_t k = 0; k < gen.draft.size(); k++) {
     batch_->Add(gen.draft[k], static_cast<llama_pos>(seq.tokens.size() + k), seq.id, true);
   }
   gen.drafted += static_cast<int64_t>(gen.draft.size());
-  return gen.draft.size();
 }
 
 void Engine::SampleAlongDraft(GenJob& gen, int32_t last) {

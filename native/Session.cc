@@ -178,9 +178,10 @@ void SessionWrap::Generate(const Napi::CallbackInfo& info) {
   int64_t lookupMaxDraft = 0;
   if (std::optional<Napi::Object> lookup = o.Object("lookup")) {
     Options l(env, *lookup, "options.lookup");
-    lookupNgram = l.Int("ngramSize", 1, 16).value_or(3);
-    lookupNgramMin = l.Int("ngramMin", 1, lookupNgram).value_or(std::min<int64_t>(2, lookupNgram));
-    lookupMaxDraft = l.Int("maxDraft", 1, 64).value_or(8);
+    // The defaults live in the option table (src/options/generate.ts), which fills every field.
+    lookupNgram = l.Required(l.Int("ngramSize", 1, 16), "ngramSize");
+    lookupNgramMin = l.Required(l.Int("ngramMin", 1, lookupNgram), "ngramMin");
+    lookupMaxDraft = l.Required(l.Int("maxDraft", 1, 64), "maxDraft");
     l.CheckAllRead();
   }
   o.CheckAllRead();
