@@ -62,7 +62,7 @@ function makeContext(options, shared) {
     progress: (message) => log(message),
     /** { f16, q8_0, q4_0, vocab }: { file, type, bytes, madeWith }. */
     models,
-    /** { "llama-bench", "llama-batched-bench", "llama-server", "llama-mtmd-cli", "llama-lookup", "tokenize-bench", "load-bench", "media-bench" } → paths. */
+    /** { "llama-bench", "llama-batched-bench", "llama-server", "llama-mtmd-cli", "llama-lookup", "llama-speculative-simple", "tokenize-bench", "load-bench", "media-bench" } → paths. */
     tools: once(() => {
       const tools = ensureTools(log);
       shared.compileFlags = compareCompileFlags();

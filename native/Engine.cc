@@ -125,6 +125,7 @@ void Engine::Dispose() {
   evals_.clear();
   incoming_.clear();
   traceCtx_.reset();
+  drafts_.clear();
   ctx_.reset();
   if (tsfnAlive_) {
     if (loopRefs_ > 0) tsfn_.Unref(env_);
@@ -206,6 +207,10 @@ void Engine::Run() {
         }
       }
       incoming_.clear();
+    }
+    // A generation with a draft model fails here when that model's context cannot be made.
+    for (auto& g : gens_) {
+      if (g->draftModel && g->reason == FinishReason::None && !g->aborted) DraftContextFor(*g);
     }
     // Aborted generations end first, so that a task queued behind them (such as releasing the
     // sequence) sees them finished.

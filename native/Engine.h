@@ -95,13 +95,17 @@ struct GenJob : Job {
   int32_t logprobs = -1;       // top alternatives to report; -1: no log-probabilities
   int32_t shiftKeep = -1;      // context shift keeping this many tokens; -1: off
   bool hasProcessor = false;   // a JS logits processor runs before each sampling step
-  // N-gram lookup decoding (native/EngineLookup.cc): a draft copied from where the history's last
-  // n-gram occurred before, decoded in the same batch as the next token and kept as far as the
-  // tokens sampled from it agree.
-  int32_t lookupNgram = 0;         // longest n-gram matched; 0: off
+  // Drafts decoded in the same batch as the next token and kept as far as the tokens sampled
+  // from them agree (native/EngineLookup.cc): from n-gram lookup, where the history's last n-gram
+  // occurred before, or from a draft model (native/EngineDraft.cc).
+  int32_t lookupNgram = 0;         // longest n-gram matched; 0: no lookup
   int32_t lookupNgramMin = 1;      // shortest n-gram matched
-  int32_t lookupMaxDraft = 0;      // longest draft
+  std::shared_ptr<ModelHandle> draftModel;  // speculative decoding with this model; null: none
+  float draftMinP = 0;             // a draft model's token is drafted only this likely or more
+  int32_t maxDraft = 0;            // longest draft; 0: no drafts
   int32_t draftLimit = 0;          // the next draft's longest: halves after a miss, doubles after a full hit
+  int32_t draftPause = 0;          // steps left without drafts (after misses at length 1)
+  int32_t draftBackoff = 1;        // the next pause: doubles after each miss at length 1, up to 64
   std::vector<llama_token> draft;  // the draft in the batch being decoded
   int64_t drafted = 0;             // draft tokens decoded
   int64_t accepted = 0;            // draft tokens kept
@@ -129,6 +133,10 @@ struct TaskJob : Job {
   std::function<Napi::Value(Napi::Env, TaskJob&)> toJs;  // JS thread, on success
   std::vector<uint8_t> bytes;
 };
+
+// Why a draft model cannot draft for a target model (a vocabulary that differs, as llama.cpp's
+// common_speculative_are_compatible judges it); "" when it can (native/EngineDraft.cc).
+std::string DraftVocabMismatch(const llama_vocab* target, const llama_vocab* draft);
 
 // Embeddings of several texts: one vector each (pooled), or one per token (pooling "none").
 struct EmbedResult {
@@ -243,6 +251,9 @@ class Engine : public std::enable_shared_from_this<Engine> {
   // decode samples along it, keeping the draft tokens that the samples confirm.
   void AddDraft(GenJob& gen, int32_t last, size_t room);
   void SampleAlongDraft(GenJob& gen, int32_t last);
+  // Speculative decoding: up to `limit` tokens that gen's draft model predicts greedily after the
+  // history, into gen.draft (native/EngineDraft.cc).
+  void DraftFromModel(GenJob& gen, size_t limit);
   llama_token SelectToken(GenJob& gen, const float* logits);
   bool RunProcessor(GenJob& gen, const float* logits);  // false: the generation ended
   bool ShiftContext(GenJob& gen);                       // false: no room and no shift
@@ -289,6 +300,17 @@ class Engine : public std::enable_shared_from_this<Engine> {
   std::deque<std::shared_ptr<EvalJob>> evals_;
   std::unique_ptr<compat::Batch> batch_;
   std::atomic<Job*> soleJob_{nullptr};
+  // A draft model's context (speculative decoding), made at its first use with the context's
+  // settings; its cache holds, for each sequence id, `cached[id]` (native/EngineDraft.cc).
+  struct DraftContext {
+    std::shared_ptr<ModelHandle> model;
+    compat::ContextPtr ctx;
+    uint32_t capacity = 0;  // positions per sequence
+    std::vector<std::vector<llama_token>> cached;
+  };
+  DraftContext* DraftContextFor(GenJob& gen);  // nullptr (and gen failed) when it cannot be made
+  std::vector<std::unique_ptr<DraftContext>> drafts_;
+  std::unique_ptr<compat::Batch> draftBatch_;  // the draft contexts' batch (made with the first)
   compat::ContextPtr traceCtx_;  // created by the first trace
   uint32_t traceBatch_ = 0;      // its batch size (a media chunk needs its whole length)
   // The LoRA adapters in use (RunSetLora), to go back to when new ones cannot run.

@@ -156,7 +156,7 @@ void Engine::DrainGen(Napi::Env env, uint64_t id) {
     Napi::Object d = Napi::Object::New(env);
     d.Set("reason", FinishReasonName(reason));
     if (!gen->failure.ok()) d.Set("error", MakeError(env, gen->failure.code, gen->failure.message).Value());
-    if (gen->lookupNgram > 0) {
+    if (gen->maxDraft > 0) {
       d.Set("drafted", Napi::Number::New(env, static_cast<double>(gen->drafted)));
       d.Set("accepted", Napi::Number::New(env, static_cast<double>(gen->accepted)));
     }

@@ -10,7 +10,8 @@
 // the same order and draws the same random numbers (greedy or not, grammars, stop strings,
 // logprobs and logits processors included); only the number of llama_decode calls changes. A
 // draft costs the extra positions of one batch; when drafts keep missing, their length halves
-// down to one token (and doubles back after a draft that was right all along).
+// down to one token (and doubles back after a draft that was right all along), and then drafting
+// pauses for 1, 2, 4 ... 64 steps. A draft model's drafts (native/EngineDraft.cc) go the same way.
 #include "Engine.h"
 
 #include <algorithm>
@@ -48,7 +49,11 @@ void FindDraft(const std::vector<llama_token>& h, int32_t ngram, int32_t ngramMi
 void Engine::AddDraft(GenJob& gen, int32_t last, size_t room) {
   gen.draft.clear();
   SeqState& seq = *gen.seq;
-  if (gen.lookupNgram <= 0 || gen.draftLimit <= 0 || last < 0 || seq.tokens.size() != seq.nKv + 1) return;
+  if (gen.maxDraft <= 0 || last < 0 || seq.tokens.size() != seq.nKv + 1) return;
+  if (gen.draftPause > 0) {
+    gen.draftPause--;
+    return;
+  }
   // Room in the batch, in the session (no context shift in the middle of a draft: each sample
   // adds a token, and the last one needs no room of its own) and in maxTokens (each draft
   // position gives one more sample).
@@ -56,7 +61,11 @@ void Engine::AddDraft(GenJob& gen, int32_t last, size_t room) {
   limit = std::min(limit, capacity_ > seq.tokens.size() + 1 ? capacity_ - seq.tokens.size() - 1 : 0);
   limit = std::min<size_t>(limit, static_cast<size_t>(std::max<int64_t>(gen.maxTokens - gen.produced - 1, 0)));
   if (limit == 0) return;
-  FindDraft(seq.tokens, gen.lookupNgram, gen.lookupNgramMin, limit, gen.draft);
+  if (gen.draftModel) {
+    DraftFromModel(gen, limit);
+  } else {
+    FindDraft(seq.tokens, gen.lookupNgram, gen.lookupNgramMin, limit, gen.draft);
+  }
   for (size_t k = 0; k < gen.draft.size(); k++) {
     batch_->Add(gen.draft[k], static_cast<llama_pos>(seq.tokens.size() + k), seq.id, true);
   }
@@ -78,10 +87,16 @@ void Engine::SampleAlongDraft(GenJob& gen, int32_t last) {
   }
   if (gen.draft.empty()) return;
   if (kept < gen.draft.size()) seq.needTrim = true;  // the rest of the draft leaves the cache
-  if (kept == 0) {
+  if (kept == 0 && gen.draftLimit == 1) {
+    // Even one-token drafts miss: a batch of two costs more than one token on many machines
+    // (the CPU), so no drafts for a while, longer after each further miss.
+    gen.draftPause = gen.draftBackoff;
+    gen.draftBackoff = std::min(64, gen.draftBackoff * 2);
+  } else if (kept == 0) {
     gen.draftLimit = std::max(1, gen.draftLimit / 2);
-  } else if (kept == gen.draft.size()) {
-    gen.draftLimit = std::min(gen.lookupMaxDraft, gen.draftLimit * 2);
+  } else {
+    gen.draftBackoff = 1;
+    if (kept == gen.draft.size()) gen.draftLimit = std::min(gen.maxDraft, gen.draftLimit * 2);
   }
   gen.draft.clear();
 }

@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "Context.h"
+#include "Model.h"
 #include "Sampler.h"
 #include "SessionState.h"
 #include "common.h"
@@ -175,7 +176,7 @@ void SessionWrap::Generate(const Napi::CallbackInfo& info) {
   const std::vector<std::string> preserved = o.StringArray("preservedTokens", 1024).value_or(std::vector<std::string>{});
   int64_t lookupNgram = 0;
   int64_t lookupNgramMin = 1;
-  int64_t lookupMaxDraft = 0;
+  int64_t lookupMaxDraft = 0;  // or the draft model's
   if (std::optional<Napi::Object> lookup = o.Object("lookup")) {
     Options l(env, *lookup, "options.lookup");
     // The defaults live in the option table (src/options/generate.ts), which fills every field.
@@ -183,6 +184,24 @@ void SessionWrap::Generate(const Napi::CallbackInfo& info) {
     lookupNgramMin = l.Required(l.Int("ngramMin", 1, lookupNgram), "ngramMin");
     lookupMaxDraft = l.Required(l.Int("maxDraft", 1, 64), "maxDraft");
     l.CheckAllRead();
+  }
+  std::shared_ptr<ModelHandle> draftModel;
+  double draftMinP = 0;
+  if (std::optional<Napi::Object> spec = o.Object("speculative")) {
+    if (lookupNgram > 0) Throw(env, "ERR_INVALID_ARGUMENT", "options.lookup and options.speculative cannot be used together: choose one");
+    Options sp(env, *spec, "options.speculative");
+    draftModel = ModelWrap::HandleOf(env, sp.Required(sp.Raw("draft"), "draft"));
+    if (draftModel->vocabOnly) {
+      Throw(env, "ERR_INVALID_ARGUMENT", "options.speculative.draft was loaded with vocabOnly: load the draft model with its weights");
+    }
+    const std::string mismatch = DraftVocabMismatch(engine_->model()->vocab, draftModel->vocab);
+    if (!mismatch.empty()) {
+      Throw(env, "ERR_INVALID_ARGUMENT", "options.speculative.draft cannot draft for this model: " + mismatch +
+                                             ". A draft model must share the target's vocabulary (e.g. a smaller model of the same family).");
+    }
+    lookupMaxDraft = sp.Required(sp.Int("maxDraft", 1, 64), "maxDraft");
+    draftMinP = sp.Required(sp.Number("minProbability", 0, 1), "minProbability");
+    sp.CheckAllRead();
   }
   o.CheckAllRead();
   const llama_model* model = engine_->model()->model.get();
@@ -193,7 +212,9 @@ void SessionWrap::Generate(const Napi::CallbackInfo& info) {
   job->shiftKeep = static_cast<int32_t>(shiftKeep);
   job->lookupNgram = static_cast<int32_t>(lookupNgram);
   job->lookupNgramMin = static_cast<int32_t>(lookupNgramMin);
-  job->lookupMaxDraft = job->draftLimit = static_cast<int32_t>(lookupMaxDraft);
+  job->draftModel = std::move(draftModel);
+  job->draftMinP = static_cast<float>(draftMinP);
+  job->maxDraft = job->draftLimit = static_cast<int32_t>(lookupMaxDraft);
   job->seq = seq_;
   // A preserved token is a text that is one special token of this vocabulary (others are ignored,
   // as llama.cpp's server ignores them).

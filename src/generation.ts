@@ -24,11 +24,13 @@ export interface GenerationResult {
   tokens: number[];
   finishReason: FinishReason;
   /** With the `lookup` option: the draft tokens decoded and those kept (see {@link Generation.lookup}). */
-  lookup?: LookupStats;
+  lookup?: DraftStats;
+  /** With the `speculative` option: the draft model's tokens decoded and those kept. */
+  speculative?: DraftStats;
 }
 
-/** What n-gram lookup decoding did in one generation. */
-export interface LookupStats {
+/** What n-gram lookup or a draft model did in one generation. */
+export interface DraftStats {
   /** Draft tokens decoded beside the generated ones. */
   drafted: number;
   /** Draft tokens that sampling confirmed: each saved one decode. */
@@ -83,7 +85,16 @@ export class Generation implements AsyncIterable<GeneratedToken> {
   }
 
   /** With the `lookup` option, once the generation has ended: what the drafts did. */
-  get lookup(): LookupStats | undefined {
+  get lookup(): DraftStats | undefined {
+    return this.options.lookup === undefined ? undefined : this.#draftStats();
+  }
+
+  /** With the `speculative` option, once the generation has ended: what the draft model did. */
+  get speculative(): DraftStats | undefined {
+    return this.options.speculative === undefined ? undefined : this.#draftStats();
+  }
+
+  #draftStats(): DraftStats | undefined {
     const d = this.#done;
     return d?.drafted === undefined || d.accepted === undefined ? undefined : { drafted: d.drafted, accepted: d.accepted };
   }
@@ -123,8 +134,14 @@ export class Generation implements AsyncIterable<GeneratedToken> {
       tokens.push(item.token);
       text += item.text;
     }
-    const lookup = this.lookup;
-    return { text, tokens, finishReason: this.finishReason ?? "aborted", ...(lookup === undefined ? {} : { lookup }) };
+    const { lookup, speculative } = this;
+    return {
+      text,
+      tokens,
+      finishReason: this.finishReason ?? "aborted",
+      ...(lookup === undefined ? {} : { lookup }),
+      ...(speculative === undefined ? {} : { speculative }),
+    };
   }
 
   /** Consumes the generation and returns its text. */

@@ -31,7 +31,7 @@ export type { ResolveModelFileOptions, DownloadProgress } from "./model-files.js
 export { Context, defaultThreads } from "./context.js";
 export type { ContextOptions, ContextStats, KvCacheType } from "./context.js";
 export { Session } from "./session.js";
-export type { PromptOptions, PromptResult, GenerateOptions, LookupOptions } from "./session.js";
+export type { PromptOptions, PromptResult, GenerateOptions, LookupOptions, SpeculativeOptions } from "./session.js";
 export type { PromptPart, MediaSource, ProjectorInfo, MediaEmbedding, MediaSpan } from "./media.js";
 export { Generation } from "./generation.js";
 export { EmbeddingContext } from "./embedding.js";
@@ -64,7 +64,7 @@ export { startServer } from "./server/server.js";
 export type { ServerOptions, RunningServer } from "./server/server.js";
 export { AttentionMap } from "./trace.js";
 export type { TraceOptions, TraceResult, TokenProbability } from "./trace.js";
-export type { GeneratedToken, FinishReason, GenerationResult, LookupStats } from "./generation.js";
+export type { GeneratedToken, FinishReason, GenerationResult, DraftStats } from "./generation.js";
 export type { SamplingOptions, SamplerName, LogitBias } from "./options/sampling.js";
 export { LlamaError, GgufError, AbortError, DisposedError, ContextFullError } from "./errors.js";
 export type { LlamaErrorCode } from "./errors.js";

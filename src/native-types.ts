@@ -144,12 +144,14 @@ export interface NativeGenerateOptions {
   preservedTokens?: string[];
   /** N-gram lookup decoding (native/EngineLookup.cc). */
   lookup?: { ngramSize: number; ngramMin: number; maxDraft: number };
+  /** Speculative decoding with a draft model (native/EngineDraft.cc). */
+  speculative?: { draft: NativeModel; maxDraft: number; minProbability: number };
 }
 
 export interface NativeGenerationDone {
   reason: "eog" | "length" | "stop" | "aborted" | "contextFull" | "error";
   error?: LlamaError;
-  /** With lookup: draft tokens decoded, and those kept. */
+  /** With lookup or a draft model: draft tokens decoded, and those kept. */
   drafted?: number;
   accepted?: number;
 }

@@ -6,7 +6,7 @@ import { AbortError, DisposedError, LlamaError, checkOptions, checkSignal, inval
 import { Generation } from "./generation.js";
 import { isPromptParts, readPromptParts, type PromptPart } from "./media.js";
 import type { NativeSession } from "./native.js";
-import { GENERATE_OPTIONS, type GenerateOptions, type LookupOptions } from "./options/generate.js";
+import { GENERATE_OPTIONS, type GenerateOptions, type LookupOptions, type SpeculativeOptions } from "./options/generate.js";
 import { readOptions } from "./options/spec.js";
 import { optionKeys, rejectUnknownKeys } from "./options/suggest.js";
 import { toTokenArray } from "./tokens.js";
@@ -27,7 +27,7 @@ export interface PromptOptions {
   signal?: AbortSignal;
 }
 
-export type { GenerateOptions, LookupOptions };
+export type { GenerateOptions, LookupOptions, SpeculativeOptions };
 
 /** What `session.prompt()` did: tokens evaluated, tokens reused from the KV cache, and the history's new length. */
 export interface PromptResult {
@@ -150,7 +150,7 @@ export class Session {
   /** Generates tokens after the session's history. Temperature 0 is greedy. */
   generate(options: GenerateOptions = {}): Generation {
     this.#check();
-    const { maxTokens, stop, signal, logprobs, contextShift, logitsProcessor, preservedTokens, lookup, ...sampling } = readOptions(GENERATE_OPTIONS, options, "generate options", { defaults: true });
+    const { maxTokens, stop, signal, logprobs, contextShift, logitsProcessor, preservedTokens, lookup, speculative, ...sampling } = readOptions(GENERATE_OPTIONS, options, "generate options", { defaults: true });
     const generation = new Generation(
       {
         maxTokens,
@@ -161,6 +161,7 @@ export class Session {
         logitsProcessor,
         ...(preservedTokens === undefined ? {} : { preservedTokens: [...preservedTokens] }),
         ...(lookup === undefined || lookup === false ? {} : { lookup }),
+        ...(speculative === undefined ? {} : { speculative: { ...speculative, draft: speculative.draft.native } }),
       },
       signal,
     );

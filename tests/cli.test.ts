@@ -61,6 +61,24 @@ describe("llama-napi generate (CLI)", () => {
     expect(await cli("-p", prompt)).toBe(`${prompt}${expected.text}\n`);
   });
 
+  it("takes a draft model (-md, --draft-max) and prints the same completion; refuses one with another vocabulary", async () => {
+    const prompt = "Hello, my name is";
+    // F32 cache, flash attention off: batched verification rounds as one-token decoding does.
+    using exactContext = await model.createContext({ contextSize: 128, threads: 1, kvCacheType: "f32", flashAttention: "off" });
+    using session = exactContext.createSession();
+    await session.prompt(prompt);
+    const expected = await session.generate({ temperature: 0, maxTokens: MAX_TOKENS }).collect();
+    const exact = ["--kv-cache-type", "f32", "--flash-attn", "off", "--no-echo"];
+    expect(await cli("-p", prompt, ...exact, "-md", fixturePath("gpt2-tiny-f16"), "--draft-max", "4")).toBe(`${expected.text}\n`);
+    expect(await cli("-p", prompt, ...exact, "--spec-draft-model", modelPath, "--draft-p-min", "0.1")).toBe(`${expected.text}\n`);
+    const failed = await cli("-p", prompt, "--no-echo", "-md", fixturePath("llama-tiny-f32")).then(
+      () => undefined,
+      (err: { code: number; stderr: string }) => err,
+    );
+    expect(failed?.code).toBe(1);
+    expect(failed?.stderr).toMatch(/cannot draft for this model: its tokenizer type differs.*\[ERR_INVALID_ARGUMENT\]/);
+  });
+
   it("passes a non-ASCII prompt through intact, and --no-echo leaves it out", async () => {
     const prompt = "Grüße aus 東京 🙂:";
     const expected = await apiGenerate(prompt);

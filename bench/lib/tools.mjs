@@ -10,7 +10,7 @@ import { BENCH_DIR, ROOT, WORK_DIR, run, runLocked } from "./env.mjs";
 
 export const TOOLS_SOURCE = path.join(BENCH_DIR, "llama-tools");
 export const TOOLS_BUILD = path.join(WORK_DIR, "llama-build");
-const TARGETS = ["llama-bench", "llama-batched-bench", "llama-server", "llama-mtmd-cli", "llama-lookup", "tokenize-bench", "load-bench", "media-bench"];
+const TARGETS = ["llama-bench", "llama-batched-bench", "llama-server", "llama-mtmd-cli", "llama-lookup", "llama-speculative-simple", "tokenize-bench", "load-bench", "media-bench"];
 
 /** Source trees whose changes make the tools stale (ninja is the final judge once it runs). */
 const INPUTS = [

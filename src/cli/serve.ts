@@ -4,6 +4,7 @@ import { CONTEXT_OPTIONS } from "../options/context.js";
 import { LOAD_OPTIONS } from "../options/load.js";
 import { startServer } from "../server/server.js";
 import { UsageError, intOption, numberOption } from "./args.js";
+import { draftAliases, draftHelp, draftParseOptions, readDraftFlags } from "./draft-flags.js";
 import { expandAliases, flagGroup } from "./option-flags.js";
 
 const contextFlags = flagGroup(CONTEXT_OPTIONS, {
@@ -42,6 +43,9 @@ Load, limits and shutdown:
                               they are cancelled; new requests get 503 meanwhile (default 10);
                               a second signal cancels them at once
 
+Speculative decoding (every request; responses' timings then have draft_n, draft_n_accepted):
+${draftHelp.join("\n")}
+
 Context (one context with --parallel sequences serves every request; -c, -np, -t, -tb, -b, -fa
 and -kvu mean what they mean to llama-server: -c 4096 -np 4 gives each request 1024 tokens):
 ${contextFlags.help.join("\n")}
@@ -51,7 +55,7 @@ ${loadFlags.help.join("\n")}`;
 
 export async function runServe(argv: string[]): Promise<number> {
   const { values } = parseArgs({
-    args: expandAliases(argv, [contextFlags, loadFlags], { "-np": "--parallel", "-to": "--timeout" }),
+    args: expandAliases(argv, [contextFlags, loadFlags], { "-np": "--parallel", "-to": "--timeout", ...draftAliases }),
     options: {
       model: { type: "string", short: "m" },
       host: { type: "string" },
@@ -70,6 +74,7 @@ export async function runServe(argv: string[]): Promise<number> {
       "max-tokens-cap": { type: "string" },
       cors: { type: "string", multiple: true },
       "shutdown-timeout": { type: "string" },
+      ...draftParseOptions,
       ...contextFlags.parseOptions,
       ...loadFlags.parseOptions,
     },
@@ -78,6 +83,7 @@ export async function runServe(argv: string[]): Promise<number> {
   if (!values.model) throw new UsageError("serve needs a model: -m MODEL");
   const timeout = seconds(values.timeout, "--timeout");
   const drainSeconds = seconds(values["shutdown-timeout"], "--shutdown-timeout") ?? 10;
+  const draft = readDraftFlags(values);
   const server = await startServer({
     model: values.model,
     host: values.host,
@@ -97,6 +103,7 @@ export async function runServe(argv: string[]): Promise<number> {
     cors: values.cors,
     metrics: values.metrics,
     slots: values.slots,
+    ...(draft === undefined ? {} : { speculative: { draft: draft.path, maxDraft: draft.maxDraft, minProbability: draft.minProbability } }),
   });
   process.stdout.write(`llama-napi: serving ${values.model} at ${server.url} (Ctrl-C to stop)\n`);
   // The first SIGINT or SIGTERM drains: no new requests (503), running ones have

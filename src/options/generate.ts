@@ -2,6 +2,7 @@
  * The options of `session.generate()` beside sampling: when to stop, what to report, what to do
  * when the session is full. Together with {@link SAMPLING_OPTIONS} they make `GenerateOptions`.
  */
+import type { Model } from "../model.js";
 import { SAMPLING_OPTIONS } from "./sampling.js";
 import { custom, integer, invalidValue, strings, type OptionsOf } from "./spec.js";
 
@@ -31,6 +32,29 @@ export interface LookupOptions {
   ngramMin?: number;
   /** The longest draft (1-64, default 8). */
   maxDraft?: number;
+}
+
+/** Speculative decoding with a draft model (the `speculative` option of `generate()`). */
+export interface SpeculativeOptions {
+  /** A model that shares the target's vocabulary: a smaller or more quantized one of its family. */
+  draft: Model;
+  /** The longest draft (1-64, default 8); it halves after a miss and doubles after a full hit. */
+  maxDraft?: number;
+  /** Stop a draft at a token the draft model gives less than this probability (0-1, default 0). */
+  minProbability?: number;
+}
+
+function speculative(v: unknown): Required<SpeculativeOptions> {
+  const shape = "{ draft: a Model, maxDraft: 1-64, minProbability: 0-1 }";
+  if (v === null || typeof v !== "object" || Array.isArray(v)) invalidValue(shape);
+  const { draft, maxDraft = 8, minProbability = 0, ...rest } = v as { draft?: unknown; maxDraft?: unknown; minProbability?: unknown };
+  if (Object.keys(rest).length > 0) invalidValue(`${shape} (no other fields)`);
+  // A Model is checked by the native layer (its type tag); here only its shape.
+  const native = (draft as { native?: unknown } | null)?.native;
+  if (draft === null || typeof draft !== "object" || native === null || typeof native !== "object") invalidValue("{ draft: a loaded Model }");
+  if (!(typeof maxDraft === "number" && Number.isInteger(maxDraft) && maxDraft >= 1 && maxDraft <= 64)) invalidValue("{ maxDraft: an integer from 1 to 64 }");
+  if (!(typeof minProbability === "number" && minProbability >= 0 && minProbability <= 1)) invalidValue("{ minProbability: a number from 0 to 1 }");
+  return { draft: draft as Model, maxDraft, minProbability };
 }
 
 export const GENERATE_OPTIONS = {
@@ -113,6 +137,18 @@ export const GENERATE_OPTIONS = {
       if (!inRange(maxDraft, 64)) invalidValue("{ maxDraft: an integer from 1 to 64 }");
       return { ngramSize, ngramMin: min, maxDraft };
     },
+  }),
+  /**
+   * Speculative decoding with a draft model: `draft` proposes up to `maxDraft` tokens greedily,
+   * which are decoded in the same batch as the next token and kept as far as sampling confirms
+   * them. The output is the same as without it; the speed depends on how often the draft agrees.
+   * The draft model must share the target's vocabulary (ERR_INVALID_ARGUMENT otherwise); the
+   * context keeps a cache for it, as large as its own, until it is disposed. The result's
+   * `speculative` counts drafted and kept tokens. Not with `lookup`.
+   */
+  speculative: custom<SpeculativeOptions, Required<SpeculativeOptions>>({
+    expected: "{ draft: a Model, maxDraft: 1-64, minProbability: 0-1 }",
+    parse: speculative,
   }),
   ...SAMPLING_OPTIONS,
 } as const;

@@ -8,7 +8,7 @@ import type { Context } from "../context.js";
 import type { EmbeddingContext } from "../embedding.js";
 import { LlamaError } from "../errors.js";
 import type { FinishReason, GeneratedToken } from "../generation.js";
-import type { PromptResult } from "../session.js";
+import type { PromptResult, SpeculativeOptions } from "../session.js";
 import { MEDIA_MARKER, partsAtMarkers, type PromptPart } from "../media.js";
 import type { Model } from "../model.js";
 import { EventStream, HttpError, anySignal, badField, requestDeadline, sendJson } from "./http.js";
@@ -37,6 +37,8 @@ export interface ServerState {
   maxTokensCap?: number;
   /** Whether image_url may be an http(s) URL the server fetches (ServerOptions.allowImageUrls). */
   allowImageUrls?: boolean;
+  /** The draft model every completion uses (ServerOptions.speculative). */
+  speculative?: SpeculativeOptions;
 }
 
 /** What a request's image and audio parts may be: what the model's projector takes. */
@@ -174,8 +176,10 @@ export async function generate(
       maxTokens: Math.min(params.maxTokens ?? cap, cap, capacity - promptLength),
       ...(stop.length > 0 ? { stop } : {}),
       ...(params.logprobs === undefined ? {} : { logprobs: params.logprobs === 0 ? true : params.logprobs }),
+      ...(state.speculative === undefined ? {} : { speculative: state.speculative }),
       signal,
     });
+    record.drafts(() => generation.speculative);
     const stopAtDeadline = () => generation.abort();
     deadline?.addEventListener("abort", stopAtDeadline, { once: true });
     unlisten = () => deadline?.removeEventListener("abort", stopAtDeadline);

@@ -11,6 +11,7 @@
  */
 import { performance } from "node:perf_hooks";
 
+import type { DraftStats } from "../generation.js";
 import type { Session } from "../session.js";
 
 /** llama-server's `timings` object of a completion response. */
@@ -27,6 +28,9 @@ export interface Timings {
   predicted_ms: number;
   predicted_per_token_ms: number;
   predicted_per_second: number;
+  /** With a draft model: draft tokens decoded, and those kept. */
+  draft_n?: number;
+  draft_n_accepted?: number;
 }
 
 /** Tokens and time of one kind of work; the rate counts steps (decodes), not free tokens. */
@@ -67,6 +71,7 @@ export class RequestRecord {
   #promptDone = 0;
   #lastToken = 0;
   #ended = false;
+  #drafts: () => DraftStats | undefined = () => undefined;
 
   /** @internal */
   constructor(metrics: ServerMetrics, slot: SlotState) {
@@ -89,8 +94,14 @@ export class RequestRecord {
     if (text.includes("\n")) this.#slot.newLine = true;
   }
 
+  /** Where the generation's draft counts are, once it has ended (a draft model's). */
+  drafts(stats: () => DraftStats | undefined): void {
+    this.#drafts = stats;
+  }
+
   /** The timings so far, in llama-server's shape and formulas. */
   timings(): Timings {
+    const drafts = this.#drafts();
     const s = this.#slot;
     const promptMs = this.#promptDone > 0 ? this.#promptDone - this.#start : 0;
     const genMs = this.#genMs();
@@ -105,6 +116,7 @@ export class RequestRecord {
       predicted_ms: genMs,
       predicted_per_token_ms: steps > 0 ? genMs / steps : 0,
       predicted_per_second: genMs > 0 ? (1000 / genMs) * steps : 0,
+      ...(drafts === undefined || drafts.drafted === 0 ? {} : { draft_n: drafts.drafted, draft_n_accepted: drafts.accepted }),
     };
   }
 

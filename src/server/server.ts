@@ -28,7 +28,9 @@ import { ChatTemplate } from "../chat.js";
 import type { EmbeddingContext } from "../embedding.js";
 import { invalidArgument } from "../errors.js";
 import { loadModel, type Model } from "../model.js";
+import type { Context } from "../context.js";
 import { CONTEXT_OPTIONS, type ContextOptions } from "../options/context.js";
+import type { SpeculativeOptions } from "../options/generate.js";
 import type { LoadModelOptions } from "../options/load.js";
 import { optionKeys, rejectUnknownKeys } from "../options/suggest.js";
 import { chatCompletions, completions, embeddings, listModels, toHttpError, type ServerState } from "./handlers.js";
@@ -115,6 +117,13 @@ export interface ServerOptions extends Omit<ContextOptions, "sequences" | "conte
   metrics?: boolean;
   /** Serve GET /slots (each sequence's state; default false: 501). */
   slots?: boolean;
+  /**
+   * Speculative decoding for every completion, llama-server's `--model-draft`: `draft` (a Model
+   * or a path, loaded as `model` is) proposes up to `maxDraft` tokens that the served model checks
+   * in one batch (see generate's `speculative` option). The draft must share the served model's
+   * vocabulary: checked at start. Responses' `timings` then have `draft_n` and `draft_n_accepted`.
+   */
+  speculative?: { draft: Model | string; maxDraft?: number; minProbability?: number };
 }
 
 /** How {@link RunningServer.close} ends the requests that run. */
@@ -163,6 +172,7 @@ const SERVER_KEYS = optionKeys<Omit<ServerOptions, keyof ContextOptions>>({
   cors: true,
   metrics: true,
   slots: true,
+  speculative: true,
 });
 
 /** Default of `maxQueue`. */
@@ -193,6 +203,12 @@ function checkOptions(options: ServerOptions): void {
   }
   if (log !== undefined && typeof log !== "function") invalidArgument("log", "a function", log);
   for (const key of ["metrics", "slots", "allowImageUrls"] as const) if (options[key] !== undefined && typeof options[key] !== "boolean") invalidArgument(key, "a boolean", options[key]);
+  const spec = options.speculative;
+  if (spec !== undefined) {
+    if (spec === null || typeof spec !== "object" || Array.isArray(spec)) invalidArgument("speculative", "{ draft, maxDraft?, minProbability? }", spec);
+    rejectUnknownKeys("speculative", spec, ["draft", "maxDraft", "minProbability"]);
+    if (spec.draft === undefined || spec.draft === null || spec.draft === "") invalidArgument("speculative.draft", "a Model or the path of a GGUF file", spec.draft);
+  }
   if (options.projector !== undefined && (typeof options.projector !== "string" || options.projector === "")) invalidArgument("projector", "a non-empty string (the mmproj file)", options.projector);
   if (options.projector !== undefined && options.load?.projector !== undefined && options.load.projector !== options.projector) {
     invalidArgument("load.projector", "unset, or the same file as projector", options.load.projector);
@@ -226,11 +242,13 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       if (loaded === null) await model.loadProjector(projector);
       else if (loaded.path !== path.resolve(projector)) invalidArgument("projector", `unset or ${loaded.path}: the model has that projector already`, projector);
     }
+    const speculative = options.speculative === undefined ? undefined : await loadDraft(options.speculative, options.load, owned);
     const parallel = options.parallel ?? 4;
     const contextOptions: Record<string, unknown> = {};
     for (const key of Object.keys(CONTEXT_OPTIONS)) if (key !== "sequences" && key !== "contextSize") contextOptions[key] = options[key as keyof ServerOptions];
     const context = await model.createContext({ ...contextOptions, ...perSequence(options.contextSize, parallel), sequences: parallel });
     cleanups.push(() => context.dispose());
+    if (speculative !== undefined) await checkDraft(context, speculative);
     const pool = new SessionPool(context, parallel, { maxQueue: options.maxQueue ?? DEFAULT_MAX_QUEUE });
     cleanups.push(() => pool.close());
     const template = new ChatTemplate(model, options.chatTemplate === undefined ? {} : { template: options.chatTemplate });
@@ -249,6 +267,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       created: Math.floor(Date.now() / 1000),
       metrics: new ServerMetrics(parallel, context.contextSize),
       endpoints: { metrics: options.metrics ?? false, slots: options.slots ?? false },
+      ...(speculative === undefined ? {} : { speculative }),
       embeddingModelIds,
       embeddings: () => {
         embedding ??= (async () => {
@@ -272,6 +291,24 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     release();
     throw err;
   }
+}
+
+/** The draft model of `speculative`, loaded (and owned) when given as a path. */
+async function loadDraft(spec: NonNullable<ServerOptions["speculative"]>, load: ServerOptions["load"], owned: Model[]): Promise<SpeculativeOptions> {
+  const { projector: _, ...modelLoad } = load ?? {};
+  const draft = typeof spec.draft === "string" ? await loadModel(spec.draft, modelLoad) : spec.draft;
+  if (typeof spec.draft === "string") owned.push(draft);
+  return { draft, ...(spec.maxDraft === undefined ? {} : { maxDraft: spec.maxDraft }), ...(spec.minProbability === undefined ? {} : { minProbability: spec.minProbability }) };
+}
+
+/**
+ * Refuses a draft model that cannot draft for the served one before the first request does: one
+ * token generated with it checks the settings and the vocabulary, and makes the draft's context.
+ */
+async function checkDraft(context: Context, speculative: SpeculativeOptions): Promise<void> {
+  using session = context.createSession();
+  await session.prompt(context.model.tokenize(" ", { addSpecial: true }));
+  await session.generate({ maxTokens: 1, temperature: 0, speculative }).collect();
 }
 
 function keyMatches(header: string | undefined, key: string): boolean {
