@@ -50,14 +50,14 @@ Engine::DraftContext* Engine::DraftContextFor(GenJob& gen) {
   for (auto& d : drafts_) {
     if (d->model == gen.draftModel) return d.get();
   }
-  // A new draft model: the contexts of draft models that no running generation uses go first.
-  drafts_.erase(std::remove_if(drafts_.begin(), drafts_.end(),
-                               [&](const std::unique_ptr<DraftContext>& d) {
-                                 return std::none_of(gens_.begin(), gens_.end(), [&](const std::shared_ptr<GenJob>& g) {
-                                   return g->draftModel == d->model && g->reason == FinishReason::None;
-                                 });
-                               }),
-                drafts_.end());
+  // A new draft model: the context keeps two draft contexts at most, dropping first those of
+  // draft models that no running generation uses.
+  for (auto it = drafts_.begin(); it != drafts_.end() && drafts_.size() >= 2;) {
+    const bool used = std::any_of(gens_.begin(), gens_.end(), [&](const std::shared_ptr<GenJob>& g) {
+      return g->draftModel == (*it)->model && g->reason == FinishReason::None;
+    });
+    it = used ? it + 1 : drafts_.erase(it);
+  }
   llama_model* model = gen.draftModel->model.get();
   Failure failure;
   auto d = std::make_unique<DraftContext>();

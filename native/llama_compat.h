@@ -29,6 +29,7 @@
 #include <exception>
 #include <memory>
 #include <string>
+#include <algorithm>
 #include <vector>
 
 #if defined(__GLIBC__)
@@ -81,6 +82,31 @@ class Batch {
     return i;
   }
   const llama_batch& Get() const { return batch_; }
+  // Orders the tokens by sequence id, each sequence's tokens kept in their order, and sets
+  // moved[i] to where token i went. With a KV stream per sequence (kv_unified off) llama.cpp runs
+  // one model pass per run of consecutive ids in batch order (llama_batch_allocr::split_equal
+  // takes only id + 1 after id): sessions in arrival order, say 3 1 2 0, take three passes
+  // where 0 1 2 3 takes one.
+  void SortBySequence(std::vector<int32_t>& moved) {
+    const int32_t n = batch_.n_tokens;
+    std::vector<int32_t> order(static_cast<size_t>(n));
+    for (int32_t i = 0; i < n; i++) order[static_cast<size_t>(i)] = i;
+    std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return batch_.seq_id[a][0] < batch_.seq_id[b][0]; });
+    std::vector<llama_token> token(batch_.token, batch_.token + n);
+    std::vector<llama_pos> pos(batch_.pos, batch_.pos + n);
+    std::vector<int8_t> logits(batch_.logits, batch_.logits + n);
+    std::vector<llama_seq_id> seq(static_cast<size_t>(n));
+    for (int32_t i = 0; i < n; i++) seq[static_cast<size_t>(i)] = batch_.seq_id[i][0];
+    moved.assign(static_cast<size_t>(n), 0);
+    for (int32_t k = 0; k < n; k++) {
+      const int32_t i = order[static_cast<size_t>(k)];
+      batch_.token[k] = token[static_cast<size_t>(i)];
+      batch_.pos[k] = pos[static_cast<size_t>(i)];
+      batch_.logits[k] = logits[static_cast<size_t>(i)];
+      batch_.seq_id[k][0] = seq[static_cast<size_t>(i)];
+      moved[static_cast<size_t>(i)] = k;
+    }
+  }
 
  private:
   int32_t capacity_;
