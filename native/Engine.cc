@@ -361,9 +361,7 @@ void Engine::Step() {
         evals_.erase(std::find(evals_.begin(), evals_.end(), part.job));
         FinishJob(part.job);
       } else {
-        GenJob& gen = static_cast<GenJob&>(job);
-        if (gen.draftModel && !gen.draft.empty()) MirrorToDraft(gen, seq.nKv - part.n, part.n);
-        SampleAlongDraft(gen, part.outIndex);
+        SampleAlongDraft(static_cast<GenJob&>(job), part.outIndex);
       }
       continue;
     }

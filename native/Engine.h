@@ -254,9 +254,6 @@ class Engine : public std::enable_shared_from_this<Engine> {
   // Speculative decoding: up to `limit` tokens that gen's draft model predicts greedily after the
   // history, into gen.draft (native/EngineDraft.cc).
   void DraftFromModel(GenJob& gen, size_t limit);
-  // After the target decoded seq's tokens [first, first + n) and gen's draft in one batch: the
-  // draft model's cache gets the same batch (native/EngineDraft.cc).
-  void MirrorToDraft(GenJob& gen, size_t first, size_t n);
   llama_token SelectToken(GenJob& gen, const float* logits);
   bool RunProcessor(GenJob& gen, const float* logits);  // false: the generation ended
   bool ShiftContext(GenJob& gen);                       // false: no room and no shift

@@ -8,11 +8,8 @@
 // settings (sequences, size, batch, threads, cache types) and its thread pools. Its cache mirrors
 // each sequence's history: before drafting, the tokens that differ from what it holds (the
 // draft's rejected tail, a rewind, a forked or loaded history) are removed and the new ones
-// decoded in batches. So a long prompt is read by the draft model once, at the first draft.
-// After each verification the draft model decodes the target's batch too (as llama.cpp's
-// draft-simple does), so that its cache holds what the target computed in the same batch shapes:
-// a draft equal to the target then agrees with it to the last bit of its cache, and near-ties
-// do not flip between them. A history with images or audio is not drafted for.
+// decoded in batches. So a long prompt is read by the draft model once, at the first draft, and
+// nothing else keeps the two caches in step. A history with images or audio is not drafted for.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -158,34 +155,6 @@ void Engine::DraftFromModel(GenJob& gen, size_t limit) {
     out = batch.Add(best, static_cast<llama_pos>(cached.size()), seq.id, true);
     if (!decode()) return;
     cached.push_back(best);
-  }
-}
-
-void Engine::MirrorToDraft(GenJob& gen, size_t first, size_t n) {
-  SeqState& seq = *gen.seq;
-  DraftContext* d = DraftContextFor(gen);
-  if (d == nullptr || static_cast<size_t>(seq.id) >= d->cached.size()) return;
-  std::vector<llama_token>& cached = d->cached[seq.id];
-  const size_t total = n + gen.draft.size();
-  if (cached.size() < first || first + total > d->capacity || total > static_cast<size_t>(draftBatch_->Capacity())) return;
-  llama_context* dctx = d->ctx.get();
-  // The draft's own one-token decodes of its draft give way to the target's batch.
-  if (!compat::SeqRemove(dctx, seq.id, static_cast<llama_pos>(first), -1)) {
-    compat::SeqRemove(dctx, seq.id, -1, -1);
-    cached.clear();
-    return;
-  }
-  cached.resize(first);
-  compat::Batch& batch = *draftBatch_;
-  batch.Clear();
-  for (size_t k = 0; k < total; k++) {
-    const llama_token t = k < n ? seq.tokens[first + k] : gen.draft[k - n];
-    batch.Add(t, static_cast<llama_pos>(first + k), seq.id, false);
-    cached.push_back(t);
-  }
-  if (llama_decode(dctx, batch.Get()) != 0) {
-    compat::SeqRemove(dctx, seq.id, -1, -1);
-    cached.clear();
   }
 }
 
