@@ -112,6 +112,18 @@ async function draftModelCases(ctx, tools, rounds, context) {
       bar: "kept 100%",
       meets: (m) => m.acceptance === 1,
     },
+    {
+      // The same with an F32 KV cache and flash attention off: with F16 K/V and flash attention
+      // the draft's one-token decodes and the target's batched check round differently, and a
+      // near-tie can go the other way (a few drafts in a thousand here).
+      name: "a. the same, F32 KV cache, flash attention off",
+      model: models.q8_0.file,
+      draft: models.q8_0.file,
+      context: { kvCacheType: "f32", flashAttention: "off" },
+      llamaFlags: ["-ctk", "f32", "-ctv", "f32", "-ctkd", "f32", "-ctvd", "f32", "-fa", "off"],
+      bar: "kept 100%",
+      meets: (m) => m.acceptance === 1,
+    },
     { name: "b. F16 target, Q4_0 draft (same weights)", model: models.f16.file, draft: models.q4_0.file, bar: "", meets: null },
     {
       name: "c. Q8_0 target, tiny random draft",
@@ -126,13 +138,14 @@ async function draftModelCases(ctx, tools, rounds, context) {
   for (const c of cases) {
     ctx.progress(`speculative: draft model, ${c.name}`);
     const measured = await ctx.attempt(`speculative: ${c.name}`, async () => {
-      const ours = await ctx.runWorker("spec-worker.mjs", { model: c.model, draft: c.draft, prompt, nGen: N_GEN, rounds, speculative: SPECULATIVE, context });
+      const ours = await ctx.runWorker("spec-worker.mjs", { model: c.model, draft: c.draft, prompt, nGen: N_GEN, rounds, speculative: SPECULATIVE, context: { ...context, ...c.context } });
+      const flags = c.llamaFlags ?? [];
       const raw = [];
       const rawNoPoll = [];
       const tool = tools["llama-speculative-simple"];
       for (let r = 0; r < rounds; r++) {
-        raw.push(await llamaSpeculative(ctx, tool, c.model, c.draft, prompt, options.threads));
-        rawNoPoll.push(await llamaSpeculative(ctx, tool, c.model, c.draft, prompt, options.threads, ["--poll", "0"]));
+        raw.push(await llamaSpeculative(ctx, tool, c.model, c.draft, prompt, options.threads, flags));
+        rawNoPoll.push(await llamaSpeculative(ctx, tool, c.model, c.draft, prompt, options.threads, [...flags, "--poll", "0"]));
       }
       return { ours, raw, rawNoPoll };
     });
