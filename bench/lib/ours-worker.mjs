@@ -208,25 +208,48 @@ async function media() {
   return { encodeMs, ttftMs };
 }
 
-/**
- * Lookup decoding (the "speculative" suite): greedy generation of task.nGen tokens after the
- * prompt, end-of-generation banned, plain and with task.lookup, alternating over task.rounds
- * after a warm-up of each. Tokens/s from the first to the last token, as the speed mode.
- */
+/** Lookup decoding (the "speculative" suite): plain generation against task.lookup's. */
 async function lookup() {
   const { model } = await load(task.model);
   const context = await model.createContext(task.context);
+  const r = await plainAgainst(model, context, { lookup: task.lookup }, (g) => g.lookup);
+  context.dispose();
+  return { plainTokensPerS: r.plain, lookupTokensPerS: r.fast, drafted: r.drafted, accepted: r.accepted, sameText: r.sameText, text: r.text };
+}
+
+/**
+ * The "speculative" suite's draft-model cases: the same as lookup, with generate's `speculative`
+ * option; the draft model is loaded from its own file (task.draft), as llama-speculative-simple
+ * does, even when it is the target's.
+ */
+async function draft() {
+  const { model } = await load(task.model);
+  const draftModel = await lib.loadModel(task.draft);
+  const context = await model.createContext(task.context);
+  const r = await plainAgainst(model, context, { speculative: { draft: draftModel, ...task.speculative } }, (g) => g.speculative);
+  context.dispose();
+  draftModel.dispose();
+  return { plainTokensPerS: r.plain, draftTokensPerS: r.fast, drafted: r.drafted, accepted: r.accepted, tokens: r.counts, sameText: r.sameText, text: r.text };
+}
+
+/**
+ * Greedy generation of task.nGen tokens after task.prompt (EOS banned), plain and with `fast`
+ * (options that draft), alternating over task.rounds after a warm-up of each; tokens/s from the
+ * first token to the last, and the drafts' counts (`stats` of each fast generation) summed.
+ */
+async function plainAgainst(model, context, fast, stats) {
   const eos = model.specialTokens.eos;
   const base = { maxTokens: task.nGen + 1, temperature: 0, ...(eos === null ? {} : { logitBias: [[eos, -Infinity]] }) };
-  const rates = { plain: [], lookup: [] };
-  const texts = { plain: "", lookup: "" };
+  const rates = { plain: [], fast: [] };
+  const texts = { plain: "", fast: "" };
+  const counts = { plain: 0, fast: 0 };
   let drafted = 0;
   let accepted = 0;
   for (let round = 0; round <= task.rounds; round++) {
-    for (const mode of round % 2 === 0 ? ["plain", "lookup"] : ["lookup", "plain"]) {
+    for (const mode of round % 2 === 0 ? ["plain", "fast"] : ["fast", "plain"]) {
       const session = context.createSession();
       await session.prompt(task.prompt);
-      const generation = session.generate(mode === "plain" ? base : { ...base, lookup: task.lookup });
+      const generation = session.generate(mode === "plain" ? base : { ...base, ...fast });
       let first = NaN;
       let last = NaN;
       let count = 0;
@@ -238,19 +261,21 @@ async function lookup() {
       }
       session.dispose();
       texts[mode] = text;
+      counts[mode] = count;
       if (round === 0) continue; // warm-up
       rates[mode].push((count - 1) / ((last - first) / 1e3));
-      if (mode === "lookup") {
-        drafted += generation.lookup.drafted;
-        accepted += generation.lookup.accepted;
+      if (mode === "fast") {
+        const s = stats(generation);
+        if (!s) throw new Error("no draft counts after a generation that drafts");
+        drafted += s.drafted;
+        accepted += s.accepted;
       }
     }
   }
-  context.dispose();
-  return { plainTokensPerS: rates.plain, lookupTokensPerS: rates.lookup, drafted, accepted, sameText: texts.plain === texts.lookup, text: texts.plain };
+  return { plain: rates.plain, fast: rates.fast, drafted, accepted, counts, sameText: texts.plain === texts.fast, text: texts.plain };
 }
 
-const modes = { speed, tokenize, batched, sampling, rpc, media, lookup };
+const modes = { speed, tokenize, batched, sampling, rpc, media, lookup, draft };
 if (!(task.mode in modes)) throw new Error(`unknown mode ${task.mode}`);
 const result = await modes[task.mode]();
 process.stdout.write(`${JSON.stringify(result)}\n`);

@@ -98,7 +98,7 @@ async function ensureTinyDraft(ctx) {
 
 const percent = (accepted, drafted) => `${((100 * accepted) / Math.max(1, drafted)).toFixed(0)}% (${accepted}/${drafted})`;
 
-/** The draft-model cases: ours (bench/lib/spec-worker.mjs) and llama-speculative-simple, medians of `rounds`. */
+/** The draft-model cases: ours (bench/lib/ours-worker.mjs, mode "draft") and llama-speculative-simple, medians of `rounds`. */
 async function draftModelCases(ctx, tools, rounds, context) {
   const { options } = ctx;
   const models = await ctx.models();
@@ -138,7 +138,7 @@ async function draftModelCases(ctx, tools, rounds, context) {
   for (const c of cases) {
     ctx.progress(`speculative: draft model, ${c.name}`);
     const measured = await ctx.attempt(`speculative: ${c.name}`, async () => {
-      const ours = await ctx.runWorker("spec-worker.mjs", { model: c.model, draft: c.draft, prompt, nGen: N_GEN, rounds, speculative: SPECULATIVE, context: { ...context, ...c.context } });
+      const ours = await ctx.runWorker("ours-worker.mjs", { mode: "draft", model: c.model, draft: c.draft, prompt, nGen: N_GEN, rounds, speculative: SPECULATIVE, context: { ...context, ...c.context } });
       const flags = c.llamaFlags ?? [];
       const raw = [];
       const rawNoPoll = [];
