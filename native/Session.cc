@@ -176,13 +176,13 @@ void SessionWrap::Generate(const Napi::CallbackInfo& info) {
   const std::vector<std::string> preserved = o.StringArray("preservedTokens", 1024).value_or(std::vector<std::string>{});
   int64_t lookupNgram = 0;
   int64_t lookupNgramMin = 1;
-  int64_t lookupMaxDraft = 0;  // or the draft model's
+  int64_t maxDraft = 0;  // lookup's or the draft model's
   if (std::optional<Napi::Object> lookup = o.Object("lookup")) {
     Options l(env, *lookup, "options.lookup");
     // The defaults live in the option table (src/options/generate.ts), which fills every field.
     lookupNgram = l.Required(l.Int("ngramSize", 1, 16), "ngramSize");
     lookupNgramMin = l.Required(l.Int("ngramMin", 1, lookupNgram), "ngramMin");
-    lookupMaxDraft = l.Required(l.Int("maxDraft", 1, 64), "maxDraft");
+    maxDraft = l.Required(l.Int("maxDraft", 1, 64), "maxDraft");
     l.CheckAllRead();
   }
   std::shared_ptr<ModelHandle> draftModel;
@@ -199,7 +199,7 @@ void SessionWrap::Generate(const Napi::CallbackInfo& info) {
       Throw(env, "ERR_INVALID_ARGUMENT", "options.speculative.draft cannot draft for this model: " + mismatch +
                                              ". A draft model must share the target's vocabulary (e.g. a smaller model of the same family).");
     }
-    lookupMaxDraft = sp.Required(sp.Int("maxDraft", 1, 64), "maxDraft");
+    maxDraft = sp.Required(sp.Int("maxDraft", 1, 64), "maxDraft");
     draftMinP = sp.Required(sp.Number("minProbability", 0, 1), "minProbability");
     sp.CheckAllRead();
   }
@@ -214,7 +214,7 @@ void SessionWrap::Generate(const Napi::CallbackInfo& info) {
   job->lookupNgramMin = static_cast<int32_t>(lookupNgramMin);
   job->draftModel = std::move(draftModel);
   job->draftMinP = static_cast<float>(draftMinP);
-  job->maxDraft = job->draftLimit = static_cast<int32_t>(lookupMaxDraft);
+  job->maxDraft = job->draftLimit = static_cast<int32_t>(maxDraft);
   job->seq = seq_;
   // A preserved token is a text that is one special token of this vocabulary (others are ignored,
   // as llama.cpp's server ignores them).
