@@ -334,9 +334,10 @@ void Engine::Step() {
     // Ascending sequence ids: one model pass where arrival order could take several. A part's
     // tokens (and a generation's draft after its last token) stay together and in order.
     std::vector<int32_t> moved;
-    batch.SortBySequence(moved);
-    for (Part& part : parts) {
-      if (part.outIndex >= 0) part.outIndex = moved[static_cast<size_t>(part.outIndex)];
+    if (batch.SortBySequence(moved)) {
+      for (Part& part : parts) {
+        if (part.outIndex >= 0) part.outIndex = moved[static_cast<size_t>(part.outIndex)];
+      }
     }
   }
   soleJob_ = parts.size() == 1 && parts[0].job->type == Job::Type::Eval ? parts[0].job.get() : nullptr;

@@ -87,8 +87,13 @@ class Batch {
   // one model pass per run of consecutive ids in batch order (llama_batch_allocr::split_equal
   // takes only id + 1 after id): sessions in arrival order, say 3 1 2 0, take three passes
   // where 0 1 2 3 takes one.
-  void SortBySequence(std::vector<int32_t>& moved) {
+  // Returns false, leaving `moved` alone, when the order is already ascending (the usual case:
+  // no work and no allocation on that step).
+  bool SortBySequence(std::vector<int32_t>& moved) {
     const int32_t n = batch_.n_tokens;
+    bool sorted = true;
+    for (int32_t i = 1; i < n && sorted; i++) sorted = batch_.seq_id[i - 1][0] <= batch_.seq_id[i][0];
+    if (sorted) return false;
     std::vector<int32_t> order(static_cast<size_t>(n));
     for (int32_t i = 0; i < n; i++) order[static_cast<size_t>(i)] = i;
     std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return batch_.seq_id[a][0] < batch_.seq_id[b][0]; });
@@ -106,6 +111,7 @@ class Batch {
       batch_.seq_id[k][0] = seq[static_cast<size_t>(i)];
       moved[static_cast<size_t>(i)] = k;
     }
+    return true;
   }
 
  private:
