@@ -1,5 +1,6 @@
 #include "Context.h"
 
+#include <algorithm>
 #include <cstring>
 #include <thread>
 
@@ -207,6 +208,13 @@ Napi::Value ContextWrap::InitContext(const Napi::CallbackInfo& info) {
   p.kv_unified = unified;
   p.no_perf = true;
   p.n_outputs_max_per_seq = 0;  // no per-sequence cap on outputs (embeddings of every token)
+  if (llama_model_has_encoder(m) && llama_model_has_decoder(m) && !embeddings) {
+    // The encoder reads a session's whole input in one micro-batch (llama_encode's rule), and the
+    // decoder's relative position buckets cover one KV stream (llm_graph_input_pos_bucket_kv):
+    // with a stream per sequence the graph's shapes would not match, and ggml would abort.
+    p.n_batch = p.n_ubatch = std::max<uint32_t>(p.n_batch, static_cast<uint32_t>(contextSize));
+    p.kv_unified = true;
+  }
   if (embeddings) {
     p.embeddings = true;
     p.n_ubatch = p.n_batch;  // a non-causal model must see a whole text in one micro-batch

@@ -34,6 +34,7 @@ Engine::Engine(Napi::Env env, std::shared_ptr<ModelHandle> model, compat::Contex
   nBatch_ = llama_n_batch(c);
   capacity_ = std::min<uint32_t>(llama_n_ctx_seq(c), requested);
   learnedPositions_ = compat::HasLearnedPositions(model_->model.get());
+  encoderDecoder_ = llama_model_has_encoder(model_->model.get()) && llama_model_has_decoder(model_->model.get());
   if (learnedPositions_) {
     // Learned position embeddings end at the training context: positions past it do not exist.
     capacity_ = std::min<uint32_t>(capacity_, static_cast<uint32_t>(llama_model_n_ctx_train(model_->model.get())));
@@ -268,61 +269,80 @@ void Engine::Step() {
   compat::Batch& batch = *batch_;
   batch.Clear();
   std::vector<Part> parts;
-
-  for (auto& g : gens_) {
-    if (g->paused || g->reason != FinishReason::None) continue;
-    SeqState& seq = *g->seq;
-    SyncSeq(seq);
-    if (seq.nKv == seq.tokens.size()) {
-      // First step: sample from the logits the last prompt evaluation left.
-      Sample(*g, seq.logits);
-      if (g->reason != FinishReason::None) continue;
-    }
-    const size_t pending = seq.tokens.size() - seq.nKv;
-    const size_t room = static_cast<size_t>(batch.Capacity() - batch.Size());
-    if (room == 0) break;
-    const size_t n = std::min(pending, room);
-    Part part{g, n, -1};
-    for (size_t k = 0; k < n; k++) {
-      const size_t pos = seq.nKv + k;
-      const int32_t idx = batch.Add(seq.tokens[pos], static_cast<llama_pos>(pos), seq.id, k + 1 == pending);
-      if (k + 1 == pending) part.outIndex = idx;
-    }
-    AddDraft(*g, part.outIndex, room - n);
-    parts.push_back(std::move(part));
+  // An encoder-decoder model decodes one sequence per batch (see encoderDecoder_), taking turns:
+  // generations and prompts alternate, and the generations rotate.
+  const bool one = encoderDecoder_;
+  if (one) {
+    evalsFirst_ = !evalsFirst_;
+    if (gens_.size() > 1) std::rotate(gens_.begin(), gens_.begin() + 1, gens_.end());
   }
-  for (auto it = evals_.begin(); it != evals_.end();) {
-    auto& e = *it;
-    SeqState& seq = *e->seq;
-    if (e->aborted) {
+  auto addGens = [&] {
+    for (auto& g : gens_) {
+      if (one && !parts.empty()) break;
+      if (g->paused || g->reason != FinishReason::None) continue;
+      SeqState& seq = *g->seq;
       SyncSeq(seq);
-      seq.tokens.resize(seq.nKv);
-      e->failure = {"ERR_ABORTED", "The prompt evaluation was aborted; the session keeps the " +
-                                       std::to_string(seq.nKv) + " tokens evaluated before that"};
-      FinishJob(e);
-      it = evals_.erase(it);
-      continue;
+      if (seq.nKv == seq.tokens.size()) {
+        // First step: sample from the logits the last prompt evaluation left.
+        Sample(*g, seq.logits);
+        if (g->reason != FinishReason::None) continue;
+      }
+      const size_t pending = seq.tokens.size() - seq.nKv;
+      const size_t room = static_cast<size_t>(batch.Capacity() - batch.Size());
+      if (room == 0) break;
+      const size_t n = std::min(pending, room);
+      Part part{g, n, -1};
+      for (size_t k = 0; k < n; k++) {
+        const size_t pos = seq.nKv + k;
+        const int32_t idx = batch.Add(seq.tokens[pos], static_cast<llama_pos>(pos), seq.id, k + 1 == pending);
+        if (k + 1 == pending) part.outIndex = idx;
+      }
+      AddDraft(*g, part.outIndex, room - n);
+      parts.push_back(std::move(part));
     }
-    const size_t room = static_cast<size_t>(batch.Capacity() - batch.Size());
-    if (room == 0) break;
-    SyncSeq(seq);
-    const size_t pending = seq.tokens.size() - seq.nKv;
-    if (pending == 0) {
-      // Nothing left to evaluate (the JS side plans at least one token; this is a safeguard).
-      if (!seq.logitsValid) e->failure = {"ERR_INTERNAL", "Nothing to evaluate and no logits to keep"};
-      FinishJob(e);
-      it = evals_.erase(it);
-      continue;
+  };
+  auto addEvals = [&] {
+    for (auto it = evals_.begin(); it != evals_.end();) {
+      if (one && !parts.empty()) break;
+      auto& e = *it;
+      SeqState& seq = *e->seq;
+      if (e->aborted) {
+        SyncSeq(seq);
+        seq.tokens.resize(seq.nKv);
+        e->failure = {"ERR_ABORTED", "The prompt evaluation was aborted; the session keeps the " +
+                                         std::to_string(seq.nKv) + " tokens evaluated before that"};
+        FinishJob(e);
+        it = evals_.erase(it);
+        continue;
+      }
+      const size_t room = static_cast<size_t>(batch.Capacity() - batch.Size());
+      if (room == 0) break;
+      SyncSeq(seq);
+      const size_t pending = seq.tokens.size() - seq.nKv;
+      if (pending == 0) {
+        // Nothing left to evaluate (the JS side plans at least one token; this is a safeguard).
+        if (!seq.logitsValid) e->failure = {"ERR_INTERNAL", "Nothing to evaluate and no logits to keep"};
+        FinishJob(e);
+        it = evals_.erase(it);
+        continue;
+      }
+      const size_t n = std::min(pending, room);
+      Part part{e, n, -1};
+      for (size_t k = 0; k < n; k++) {
+        const size_t pos = seq.nKv + k;
+        const int32_t idx = batch.Add(seq.tokens[pos], static_cast<llama_pos>(pos), seq.id, k + 1 == pending);
+        if (k + 1 == pending) part.outIndex = idx;
+      }
+      parts.push_back(std::move(part));
+      ++it;
     }
-    const size_t n = std::min(pending, room);
-    Part part{e, n, -1};
-    for (size_t k = 0; k < n; k++) {
-      const size_t pos = seq.nKv + k;
-      const int32_t idx = batch.Add(seq.tokens[pos], static_cast<llama_pos>(pos), seq.id, k + 1 == pending);
-      if (k + 1 == pending) part.outIndex = idx;
-    }
-    parts.push_back(std::move(part));
-    ++it;
+  };
+  if (one && evalsFirst_) {
+    addEvals();
+    addGens();
+  } else {
+    addGens();
+    addEvals();
   }
   if (parts.empty()) {
     gens_.erase(std::remove_if(gens_.begin(), gens_.end(), [](const auto& g) { return g->reason != FinishReason::None; }),
@@ -341,7 +361,9 @@ void Engine::Step() {
     }
   }
   soleJob_ = parts.size() == 1 && parts[0].job->type == Job::Type::Eval ? parts[0].job.get() : nullptr;
-  const int32_t ret = llama_decode(ctx_.get(), batch.Get());
+  // The decoder of an encoder-decoder model reads its sequence's encoder output.
+  const Failure encoded = one ? EnsureEncoded(*parts[0].job->seq) : Failure{};
+  const int32_t ret = encoded.ok() ? llama_decode(ctx_.get(), batch.Get()) : -1;
   soleJob_ = nullptr;
   stats_.decodeCalls++;
   stats_.tokensDecoded += static_cast<uint64_t>(batch.Size());
@@ -371,7 +393,8 @@ void Engine::Step() {
     const llama_pos posMax = compat::SeqPosMax(ctx_.get(), seq.id);
     seq.nKv = std::min(seq.tokens.size(), static_cast<size_t>(posMax + 1));
     seq.needTrim = true;
-    Failure f = ret == 1   ? Failure{"ERR_CONTEXT_FULL", "The context's KV cache has no room for this batch; use fewer sessions at once or a larger contextSize"}
+    Failure f = !encoded.ok() ? encoded
+                : ret == 1   ? Failure{"ERR_CONTEXT_FULL", "The context's KV cache has no room for this batch; use fewer sessions at once or a larger contextSize"}
                 : ret == 2 ? Failure{"ERR_ABORTED", "The evaluation was aborted"}
                            : Failure{"ERR_DECODE", "llama_decode failed with code " + std::to_string(ret)};
     if (job.type == Job::Type::Eval) {

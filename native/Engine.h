@@ -51,6 +51,11 @@ struct SeqState {
   // The media chunks of the history, by the position they start at; their positions hold
   // kMediaToken in `tokens` (native/EngineMedia.cc).
   std::map<size_t, std::shared_ptr<MediaChunk>> media;
+  // Encoder-decoder models (T5): the encoder's input, whose output the decoder (`tokens`) reads
+  // through cross-attention. `encoderVersion` names the input (unique per engine, 0: none); the
+  // engine encodes it again whenever the context holds another's (native/EngineEncoder.cc).
+  std::vector<llama_token> encoderInput;
+  uint64_t encoderVersion = 0;
 
   // The media chunk that covers position `pos`, if any.
   const MediaChunk* MediaAt(size_t pos, size_t* start = nullptr) const;
@@ -78,6 +83,7 @@ struct EvalJob : Job {
   EvalJob() : Job(Type::Eval) {}
   size_t reused = 0;     // tokens of the new history already in the cache
   size_t evaluated = 0;  // tokens decoded by this job
+  size_t encoded = 0;    // an encoder-decoder model: the length of a new encoder input, else 0
 };
 
 // Log-probabilities of one generated token: the chosen one and the most likely alternatives.
@@ -193,6 +199,14 @@ class Engine : public std::enable_shared_from_this<Engine> {
   // Engine thread: decodes seq's tokens [nKv, end) in batches (logits for the history's last
   // token when `end` reaches it); on failure nKv stays after the last batch that worked.
   Failure DecodeRun(SeqState& seq, size_t end);
+  // Engine thread: makes the context hold the encoder output of seq's encoderInput, which the
+  // decoder's cross-attention reads (encoder-decoder models; native/EngineEncoder.cc).
+  Failure EnsureEncoded(const SeqState& seq);
+  // Engine thread: runs the encoder over `input` as sequence `id` of `ctx`.
+  static Failure Encode(llama_context* ctx, const std::vector<llama_token>& input, llama_seq_id id);
+  // JS thread: a new, unique encoderVersion.
+  uint64_t NextEncoderVersion() { return ++encoderVersions_; }
+  bool encoderDecoder() const { return encoderDecoder_; }
   // Engine thread (inside a task): a prompt with images or audio (native/EngineMedia.cc).
   Failure RunMediaPrompt(SeqState& seq, MediaPrompt& prompt, const std::atomic<bool>& aborted);
 
@@ -280,6 +294,13 @@ class Engine : public std::enable_shared_from_this<Engine> {
   uint32_t nSeq_ = 1;
   uint32_t nBatch_ = 512;
   bool learnedPositions_ = false;
+  // An encoder-decoder model: the context holds one encoder output at a time, so each batch
+  // decodes one sequence, and a sequence is encoded again when another's output is there.
+  bool encoderDecoder_ = false;
+  uint64_t encoderVersions_ = 0;  // JS thread
+  llama_seq_id encodedSeq_ = -1;  // engine thread: whose encoder output the context holds
+  uint64_t encodedVersion_ = 0;
+  bool evalsFirst_ = false;       // engine thread: alternates generations and prompts (one per batch)
   llama_context_params params_;  // as the context was created
   Stats stats_;
   Tsfn tsfn_;

@@ -116,9 +116,11 @@ void Engine::Settle(Napi::Env env, uint64_t id) {
     return;
   }
   if (job.type == Job::Type::Eval) {
+    const auto& eval = static_cast<EvalJob&>(job);
     Napi::Object r = Napi::Object::New(env);
-    r.Set("evaluated", Napi::Number::New(env, static_cast<double>(static_cast<EvalJob&>(job).evaluated)));
-    r.Set("reused", Napi::Number::New(env, static_cast<double>(static_cast<EvalJob&>(job).reused)));
+    r.Set("evaluated", Napi::Number::New(env, static_cast<double>(eval.evaluated)));
+    r.Set("reused", Napi::Number::New(env, static_cast<double>(eval.reused)));
+    if (eval.encoded > 0) r.Set("encoded", Napi::Number::New(env, static_cast<double>(eval.encoded)));
     p.deferred->Resolve(r);
   } else if (job.type == Job::Type::Task) {
     auto& task = static_cast<TaskJob&>(job);

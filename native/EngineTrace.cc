@@ -18,6 +18,9 @@ constexpr uint32_t kTraceBatch = 64;  // every row outputs logits: keep the outp
 
 Failure Engine::DecodeRun(SeqState& seq, size_t end) {
   compat::Batch& batch = *batch_;
+  if (seq.nKv < end) {
+    if (Failure f = EnsureEncoded(seq); !f.ok()) return f;
+  }
   while (seq.nKv < end) {
     batch.Clear();
     const size_t n = std::min<size_t>(nBatch_, end - seq.nKv);
@@ -96,6 +99,8 @@ Failure Engine::RunTrace(SeqState& seq, const std::vector<llama_token>& input, c
   // A media chunk is evaluated in one batch when its attention is not causal (libmtmd's rule).
   uint32_t traceBatch = kTraceBatch;
   for (const auto& [at, chunk] : seq.media) traceBatch = std::max<uint32_t>(traceBatch, static_cast<uint32_t>(chunk->nTokens));
+  // So is an encoder-decoder model's encoder input.
+  traceBatch = std::max<uint32_t>(traceBatch, static_cast<uint32_t>(seq.encoderInput.size()));
   if (traceCtx_ && traceBatch > traceBatch_) traceCtx_.reset();
   if (!traceCtx_) {
     llama_context_params p = params_;
@@ -126,13 +131,26 @@ Failure Engine::RunTrace(SeqState& seq, const std::vector<llama_token>& input, c
   out.tokens = all;
   out.firstNew = firstNew;
   for (const auto& [at, chunk] : seq.media) out.media.push_back({at, chunk->nTokens, chunk->audio});
-  out.nLayer = llama_model_n_layer(model);
+  // An encoder-decoder model's `layers` are the decoder's, and the encoder's layers are captured
+  // as far as they exist.
+  out.nLayer = DecoderLayers(model);
   out.nHead = llama_model_n_head(model);
   out.nHeadKv = llama_model_n_head_kv(model);
   out.nEmbd = llama_model_n_embd(model);
-  out.layers = req.layers;
-  if (out.layers.empty()) {
-    for (int32_t l = 0; l < out.nLayer; l++) out.layers.push_back(l);
+  auto pick = [&req](int32_t n, std::vector<int32_t>& into) {
+    for (int32_t l = 0; l < n && req.layers.empty(); l++) into.push_back(l);
+    for (int32_t l : req.layers) {
+      if (l < n) into.push_back(l);
+    }
+  };
+  pick(out.nLayer, out.layers);
+  if (encoderDecoder_) {
+    pick(llama_model_n_layer(model), out.encoderLayers);
+    out.encoderTokens = seq.encoderInput;
+    traceCapture_.BeginEncoder(req, &out);
+    Failure encoded = Encode(tctx, seq.encoderInput, 0);
+    traceCapture_.End();
+    if (!encoded.ok()) return encoded;
   }
   traceCapture_.Begin(req, &out, firstNew, all.size());
   compat::Batch batch(static_cast<int32_t>(kTraceBatch));

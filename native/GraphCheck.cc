@@ -441,9 +441,10 @@ std::string UnsupportedArchitecture(const llama_model* model, bool embeddings) {
     return "a model of architecture " + name + " is a draft model for speculative decoding, which llama.cpp runs only "
            "beside the model it drafts for; llama-napi does not support that, so it cannot run on its own";
   }
-  if (llama_model_has_encoder(model) && llama_model_has_decoder(model)) {
-    return "the model's architecture " + name + " is an encoder-decoder model (like T5), whose decoder needs the encoder's "
-           "output (llama_encode) before it can decode; llama-napi does not support encoder-decoder models yet";
+  if (llama_model_has_encoder(model) && llama_model_has_decoder(model) && embeddings) {
+    return "the model's architecture " + name + " is an encoder-decoder model (like T5): it generates text from a "
+           "context (model.createContext()); for embeddings of its encoder, convert the encoder alone (architecture "
+           "t5encoder)";
   }
   if (!llama_model_has_decoder(model) && !embeddings) {
     return "the model's architecture " + name + " is an encoder without a decoder: it computes embeddings "

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <optional>
 #include <string>
@@ -318,6 +319,25 @@ Napi::Value ModelWrap::Load(const Napi::CallbackInfo& info) {
 
 void ModelWrap::AbortLoad(const Napi::CallbackInfo& info) { abortLoad_->store(true); }
 
+llama_token DecoderStartToken(const llama_model* model) {
+  if (!llama_model_has_encoder(model) || !llama_model_has_decoder(model)) return LLAMA_TOKEN_NULL;
+  const llama_token start = llama_model_decoder_start_token(model);
+  if (start != LLAMA_TOKEN_NULL) return start;
+  const llama_vocab* vocab = llama_model_get_vocab(model);
+  const llama_token bos = llama_vocab_bos(vocab);
+  return bos != LLAMA_TOKEN_NULL ? bos : llama_vocab_pad(vocab);
+}
+
+int32_t DecoderLayers(const llama_model* model) {
+  char arch[64] = "", value[32] = "";
+  llama_model_meta_val_str(model, "general.architecture", arch, sizeof(arch));
+  const std::string key = std::string(arch) + ".decoder_block_count";
+  if (llama_model_has_encoder(model) && llama_model_meta_val_str(model, key.c_str(), value, sizeof(value)) > 0) {
+    return static_cast<int32_t>(std::strtol(value, nullptr, 10));
+  }
+  return llama_model_n_layer(model);
+}
+
 Napi::Value ModelWrap::Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto h = Handle(env);
@@ -343,6 +363,9 @@ Napi::Value ModelWrap::Info(const Napi::CallbackInfo& info) {
   out.Set("learnedPositions", compat::HasLearnedPositions(m));
   out.Set("hasEncoder", llama_model_has_encoder(m));
   out.Set("hasDecoder", llama_model_has_decoder(m));
+  const llama_token start = DecoderStartToken(m);
+  out.Set("decoderStartToken", start == LLAMA_TOKEN_NULL ? env.Null() : Napi::Number::New(env, start));
+  out.Set("decoderLayers", h->vocabOnly || !llama_model_has_decoder(m) ? 0 : DecoderLayers(m));
   out.Set("recurrent", llama_model_is_recurrent(m));
   const char* tmpl = llama_model_chat_template(m, nullptr);
   out.Set("chatTemplate", tmpl != nullptr ? Napi::Value(Napi::String::New(env, tmpl)) : env.Null());

@@ -55,6 +55,13 @@ struct ModelHandle {
   std::shared_ptr<Projector> projector_;
 };
 
+// The token an encoder-decoder model's decoder starts from: the model's own, else BOS, else the
+// padding token (T5 starts from <pad>); LLAMA_TOKEN_NULL without a decoder or encoder.
+llama_token DecoderStartToken(const llama_model* model);
+// Blocks of the decoder of an encoder-decoder model (the GGUF's <arch>.decoder_block_count, by
+// default as many as the encoder's); of any other model, its layers.
+int32_t DecoderLayers(const llama_model* model);
+
 class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
  public:
   static Napi::Function Init(Napi::Env env);

@@ -103,10 +103,12 @@ const OutputHead* ModelTensors::Head(std::string& error) {
   if (head_) return head_.get();
   auto head = std::make_unique<OutputHead>();
   TensorInfo norm;
-  if (!FindLocked("output_norm.weight", norm, error) || !ReadRowsLocked(norm, 0, 1, head->normWeight, error)) return nullptr;
-  TensorInfo bias;
   std::string ignored;
-  head->rmsNorm = !FindLocked("output_norm.bias", bias, ignored);
+  // An encoder-decoder model's head follows the decoder's final norm (T5: dec.output_norm).
+  const std::string prefix = FindLocked("dec.output_norm.weight", norm, ignored) ? "dec." : "";
+  if (!FindLocked(prefix + "output_norm.weight", norm, error) || !ReadRowsLocked(norm, 0, 1, head->normWeight, error)) return nullptr;
+  TensorInfo bias;
+  head->rmsNorm = !FindLocked(prefix + "output_norm.bias", bias, ignored);
   if (!head->rmsNorm && !ReadRowsLocked(bias, 0, 1, head->normBias, error)) return nullptr;
   // The epsilon is stored per architecture: <arch>.attention.layer_norm[_rms]_epsilon.
   const int64_t archKey = gguf_find_key(gguf_, "general.architecture");

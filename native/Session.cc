@@ -27,6 +27,7 @@ Napi::Function SessionWrap::Init(Napi::Env env) {
                          InstanceMethod<&SessionWrap::SetPaused>("setPaused"),
                          InstanceMethod<&SessionWrap::Abort>("abort"),
                          InstanceMethod<&SessionWrap::History>("history"),
+                         InstanceMethod<&SessionWrap::EncoderTokens>("encoderTokens"),
                          InstanceMethod<&SessionWrap::Truncate>("truncate"),
                          InstanceMethod<&SessionWrap::Fork>("fork"),
                          InstanceMethod<&SessionWrap::SaveState>("saveState"),
@@ -92,6 +93,12 @@ Napi::Value SessionWrap::Prompt(const Napi::CallbackInfo& info) {
     }
   }
   SeqState& seq = *seq_;
+  auto job = std::make_shared<EvalJob>();
+  job->seq = seq_;
+  if (engine_->encoderDecoder()) {
+    job->encoded = PrepareEncoderPrompt(env, input, append);
+    return SubmitPrompt(env, job);
+  }
   const size_t newLength = append ? seq.tokens.size() + input.size() : input.size();
   if (newLength > engine_->capacity()) {
     Throw(env, "ERR_CONTEXT_FULL",
@@ -101,8 +108,6 @@ Napi::Value SessionWrap::Prompt(const Napi::CallbackInfo& info) {
   }
   if (newLength == 0) Throw(env, "ERR_INVALID_ARGUMENT", "The prompt is empty and the session holds no tokens");
 
-  auto job = std::make_shared<EvalJob>();
-  job->seq = seq_;
   if (append) {
     seq.tokens.insert(seq.tokens.end(), input.begin(), input.end());
   } else {
@@ -119,6 +124,11 @@ Napi::Value SessionWrap::Prompt(const Napi::CallbackInfo& info) {
     // Token ids never equal a media position, so no media chunk is within the common prefix.
     seq.media.clear();
   }
+  return SubmitPrompt(env, job);
+}
+
+Napi::Value SessionWrap::SubmitPrompt(Napi::Env env, const std::shared_ptr<EvalJob>& job) {
+  SeqState& seq = *seq_;
   if (seq.nKv < seq.tokens.size()) seq.logitsValid = false;
   Engine::PlanLogits(seq);
   job->reused = seq.nKv;
@@ -189,8 +199,12 @@ void SessionWrap::Generate(const Napi::CallbackInfo& info) {
   double draftMinP = 0;
   if (std::optional<Napi::Object> spec = o.Object("speculative")) {
     if (lookupNgram > 0) Throw(env, "ERR_INVALID_ARGUMENT", "options.lookup and options.speculative cannot be used together: choose one");
+    if (engine_->encoderDecoder()) Throw(env, "ERR_UNSUPPORTED", "options.speculative: speculative decoding with an encoder-decoder model is not supported");
     Options sp(env, *spec, "options.speculative");
     draftModel = ModelWrap::HandleOf(env, sp.Required(sp.Raw("draft"), "draft"));
+    if (llama_model_has_encoder(draftModel->model.get())) {
+      Throw(env, "ERR_INVALID_ARGUMENT", "options.speculative.draft is an encoder-decoder or encoder model: a draft model must be a decoder-only model");
+    }
     if (draftModel->vocabOnly) {
       Throw(env, "ERR_INVALID_ARGUMENT", "options.speculative.draft was loaded with vocabOnly: load the draft model with its weights");
     }
@@ -296,6 +310,7 @@ Napi::Value SessionWrap::Fork(const Napi::CallbackInfo& info) {
 Napi::Value SessionWrap::SaveState(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   CheckIdle(env);
+  if (engine_->encoderDecoder()) Throw(env, "ERR_UNSUPPORTED", "saveState() of an encoder-decoder model's session is not supported yet: keep its input and prompt a session with it again");
   if (!seq_->media.empty()) Throw(env, "ERR_UNSUPPORTED", "saveState() of a session with images or audio is not supported yet: rewind before the first media item, or prompt it again after loading");
   auto job = std::make_shared<TaskJob>();
   job->seq = seq_;
@@ -311,6 +326,7 @@ Napi::Value SessionWrap::SaveState(const Napi::CallbackInfo& info) {
 Napi::Value SessionWrap::LoadState(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   CheckIdle(env);
+  if (engine_->encoderDecoder()) Throw(env, "ERR_UNSUPPORTED", "loadState() into an encoder-decoder model's session is not supported yet");
   if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
     Throw(env, "ERR_INVALID_ARGUMENT", "loadState() takes a Buffer or Uint8Array made by saveState()");
   }
@@ -327,100 +343,6 @@ Napi::Value SessionWrap::LoadState(const Napi::CallbackInfo& info) {
     Failure f = ParseState(model, capacity, *state);
     return f.ok() ? RestoreSequence(ctx, *state, *t.seq, nVocab) : f;
   };
-  current_ = job;
-  return engine_->SubmitTask(env, job);
-}
-
-namespace {
-
-Napi::Value TraceToJs(Napi::Env env, const TraceResult& r) {
-  Napi::Object out = Napi::Object::New(env);
-  out.Set("tokens", ToInt32Array(env, r.tokens.data(), r.tokens.size()));
-  out.Set("firstNew", Napi::Number::New(env, static_cast<double>(r.firstNew)));
-  out.Set("heads", r.nHead);
-  out.Set("headsKv", r.nHeadKv);
-  out.Set("embeddingSize", r.nEmbd);
-  Napi::Array media = Napi::Array::New(env, r.media.size());
-  for (size_t i = 0; i < r.media.size(); i++) {
-    Napi::Object span = Napi::Object::New(env);
-    span.Set("start", Napi::Number::New(env, static_cast<double>(r.media[i].start)));
-    span.Set("length", Napi::Number::New(env, static_cast<double>(r.media[i].length)));
-    span.Set("kind", r.media[i].audio ? "audio" : "image");
-    media.Set(static_cast<uint32_t>(i), span);
-  }
-  out.Set("media", media);
-  Napi::Array layers = Napi::Array::New(env, r.layers.size());
-  for (size_t i = 0; i < r.layers.size(); i++) layers.Set(static_cast<uint32_t>(i), r.layers[i]);
-  out.Set("layers", layers);
-  auto floats = [&](const std::vector<float>& v) {
-    Napi::Float32Array a = Napi::Float32Array::New(env, v.size());
-    if (!v.empty()) std::memcpy(a.Data(), v.data(), v.size() * sizeof(float));
-    return a;
-  };
-  auto perLayer = [&](const std::vector<std::vector<float>>& v) {
-    Napi::Array a = Napi::Array::New(env, v.size());
-    for (size_t i = 0; i < v.size(); i++) a.Set(static_cast<uint32_t>(i), floats(v[i]));
-    return a;
-  };
-  if (!r.attention.empty()) out.Set("attention", perLayer(r.attention));
-  if (!r.hidden.empty()) out.Set("hidden", perLayer(r.hidden));
-  if (!r.lens.empty()) {
-    Napi::Array lens = Napi::Array::New(env, r.lens.size());
-    for (size_t l = 0; l < r.lens.size(); l++) {
-      Napi::Int32Array ids = Napi::Int32Array::New(env, r.lens[l].size());
-      Napi::Float32Array probs = Napi::Float32Array::New(env, r.lens[l].size());
-      for (size_t k = 0; k < r.lens[l].size(); k++) {
-        ids[k] = r.lens[l][k].first;
-        probs[k] = r.lens[l][k].second;
-      }
-      Napi::Array pair = Napi::Array::New(env, 2);
-      pair.Set(0u, ids);
-      pair.Set(1u, probs);
-      lens.Set(static_cast<uint32_t>(l), pair);
-    }
-    out.Set("lens", lens);
-  }
-  out.Set("logits", floats(r.logits));
-  return out;
-}
-
-}  // namespace
-
-// trace(tokens, {attention, hiddenStates, logitLens (top-k, 0 = off), layers}) -> Promise<object>
-Napi::Value SessionWrap::Trace(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  Args args(info);
-  CheckIdle(env);
-  std::vector<int32_t> input = args.Tokens(0, "tokens");
-  Options o(env, args.OptionalObject(1, "options"), "options");
-  const llama_model* model = engine_->model()->model.get();
-  if (engine_->model()->vocabOnly) Throw(env, "ERR_STATE", "A vocabOnly model cannot be traced");
-  TraceRequest req;
-  req.attention = o.Bool("attention").value_or(true);
-  req.hidden = o.Bool("hiddenStates").value_or(true);
-  req.lensTopK = static_cast<int32_t>(o.Int("logitLens", 0, 100).value_or(0));
-  const int32_t nLayer = llama_model_n_layer(model);
-  if (std::optional<Napi::Value> layers = o.Raw("layers")) {
-    for (int32_t l : TokensFrom(env, *layers, "options.layers")) {
-      if (l < 0 || l >= nLayer) {
-        Throw(env, "ERR_INVALID_ARGUMENT", "options.layers has layer " + std::to_string(l) + "; this model has layers 0.." + std::to_string(nLayer - 1));
-      }
-      req.layers.push_back(l);
-    }
-  }
-  const int32_t nVocab = engine_->model()->nVocab;
-  for (size_t i = 0; i < input.size(); i++) {
-    if (input[i] < 0 || input[i] >= nVocab) {
-      Throw(env, "ERR_TOKEN_INVALID", "Token " + std::to_string(input[i]) + " at index " + std::to_string(i) + " is out of range");
-    }
-  }
-  auto result = std::make_shared<TraceResult>();
-  auto job = std::make_shared<TaskJob>();
-  job->seq = seq_;
-  Engine* engine = engine_.get();
-  std::vector<llama_token> tokens(input.begin(), input.end());
-  job->run = [engine, tokens, req, result](llama_context*, TaskJob& t) { return engine->RunTrace(*t.seq, tokens, req, *result); };
-  job->toJs = [result](Napi::Env env, TaskJob&) { return TraceToJs(env, *result); };
   current_ = job;
   return engine_->SubmitTask(env, job);
 }

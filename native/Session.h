@@ -24,6 +24,13 @@ class SessionWrap : public Napi::ObjectWrap<SessionWrap> {
   void CheckIdle(Napi::Env env) const;    // usable and no job in flight
 
   Napi::Value Prompt(const Napi::CallbackInfo& info);
+  // Evaluates what the prompt left pending in the history (or resolves at once when nothing is).
+  Napi::Value SubmitPrompt(Napi::Env env, const std::shared_ptr<EvalJob>& job);
+  // An encoder-decoder model's prompt (native/SessionEncoder.cc): `append` false sets the encoder's
+  // input and starts the decoder over; true adds decoder tokens. Returns the encoder input's
+  // length when it changed (it is encoded at the next decode), else 0.
+  size_t PrepareEncoderPrompt(Napi::Env env, const std::vector<int32_t>& input, bool append);
+  Napi::Value EncoderTokens(const Napi::CallbackInfo& info);  // native/SessionEncoder.cc
   Napi::Value PromptMedia(const Napi::CallbackInfo& info);  // native/SessionMedia.cc
   Napi::Value Logits(const Napi::CallbackInfo& info);
   Napi::Float32Array LogitsView(Napi::Env env);  // the one Float32Array over the logits buffer

@@ -33,6 +33,7 @@ Napi::Value SessionWrap::PromptMedia(const Napi::CallbackInfo& info) {
     Throw(env, "ERR_STATE", "This model has no projector for images or audio: load one with model.loadProjector(path) or loadModel(path, { projector })");
   }
   if (engine_->embeddings()) Throw(env, "ERR_STATE", "An embedding context does not evaluate prompts with media");
+  if (engine_->encoderDecoder()) Throw(env, "ERR_UNSUPPORTED", "Images and audio with an encoder-decoder model are not supported");
 
   auto job = std::make_shared<TaskJob>();
   job->seq = seq_;

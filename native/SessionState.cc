@@ -28,6 +28,8 @@ Failure CopySequence(llama_context* ctx, SeqState& src, SeqState& dst, size_t nV
   }
   dst.tokens = src.tokens;
   dst.media = src.media;  // the chunks are shared, read-only
+  dst.encoderInput = src.encoderInput;
+  dst.encoderVersion = src.encoderVersion;
   dst.nKv = src.nKv;
   dst.needTrim = false;
   dst.logitsValid = src.logitsValid;

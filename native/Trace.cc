@@ -59,30 +59,50 @@ bool CpuMatMul(ggml_type wType, const std::vector<uint8_t>& w, int64_t nIn, int6
 void TraceCapture::Begin(const TraceRequest& req, TraceResult* out, size_t firstNew, size_t nKvTotal) {
   req_ = req;
   out_ = out;
+  encoderPass_ = false;
   firstNew_ = firstNew;
   nNew_ = nKvTotal - firstNew;
   nKvTotal_ = nKvTotal;
   const size_t nNew = nNew_;
   chunkStart_ = 0;
   const size_t nLayers = out->layers.size();
+  selfDone_.assign(nLayers, false);
   if (req.attention) {
     out->attention.assign(nLayers, std::vector<float>(static_cast<size_t>(out->nHead) * nNew * nKvTotal, 0.0f));
+    if (!out->encoderTokens.empty()) {
+      out->crossAttention.assign(nLayers, std::vector<float>(static_cast<size_t>(out->nHead) * nNew * out->encoderTokens.size(), 0.0f));
+    }
   }
   if (req.hidden || req.lensTopK > 0) {
     out->hidden.assign(nLayers, std::vector<float>(nNew * static_cast<size_t>(out->nEmbd), 0.0f));
   }
 }
 
-int32_t TraceCapture::SlotOf(int32_t layer) const {
-  auto it = std::find(out_->layers.begin(), out_->layers.end(), layer);
-  return it == out_->layers.end() ? -1 : static_cast<int32_t>(it - out_->layers.begin());
+void TraceCapture::BeginEncoder(const TraceRequest& req, TraceResult* out) {
+  req_ = req;
+  out_ = out;
+  encoderPass_ = true;
+  chunkStart_ = 0;
+  const size_t nEnc = out->encoderTokens.size();
+  if (req.attention) {
+    out->encoderAttention.assign(out->encoderLayers.size(), std::vector<float>(static_cast<size_t>(out->nHead) * nEnc * nEnc, 0.0f));
+  }
 }
 
-bool TraceCapture::Wanted(const ggml_tensor* t, bool* isAttention, int32_t* slot) const {
+int32_t TraceCapture::SlotOf(int32_t layer) const {
+  const std::vector<int32_t>& layers = encoderPass_ ? out_->encoderLayers : out_->layers;
+  auto it = std::find(layers.begin(), layers.end(), layer);
+  return it == layers.end() ? -1 : static_cast<int32_t>(it - layers.begin());
+}
+
+bool TraceCapture::Wanted(const ggml_tensor* t, Kind* kind, int32_t* slot) const {
   if (out_ == nullptr) return false;
   int32_t layer = req_.attention ? LayerOf(t->name, "kq_soft_max") : -1;
-  *isAttention = layer >= 0;
-  if (layer < 0 && (req_.hidden || req_.lensTopK > 0)) layer = LayerOf(t->name, "l_out");
+  *kind = Kind::Attention;
+  if (layer < 0 && !encoderPass_ && (req_.hidden || req_.lensTopK > 0)) {
+    layer = LayerOf(t->name, "l_out");
+    *kind = Kind::Hidden;
+  }
   if (layer < 0) return false;
   *slot = SlotOf(layer);
   return *slot >= 0;
@@ -90,36 +110,49 @@ bool TraceCapture::Wanted(const ggml_tensor* t, bool* isAttention, int32_t* slot
 
 bool TraceCapture::Callback(ggml_tensor* t, bool ask, void* userData) {
   auto* self = static_cast<TraceCapture*>(userData);
-  bool isAttention = false;
+  Kind kind = Kind::Attention;
   int32_t slot = -1;
-  const bool wanted = self->Wanted(t, &isAttention, &slot);
+  const bool wanted = self->Wanted(t, &kind, &slot);
   if (ask) return wanted;
-  if (wanted) self->Copy(t, isAttention, slot);
+  if (wanted) self->Copy(t, kind, slot);
   return true;
 }
 
-void TraceCapture::Copy(ggml_tensor* t, bool isAttention, int32_t slot) {
+void TraceCapture::CopyAttention(const ggml_tensor* t, std::vector<float>& dst, size_t firstQuery, size_t nQuery, size_t nKeys) {
+  // [n_kv cells, n_tokens, n_head]: in a fresh single-sequence cache, cell i holds position i
+  // (the encoder's and the cross-attention's keys are the encoder's positions).
+  const int64_t nKvCells = t->ne[0], nTok = t->ne[1], nHead = t->ne[2];
+  const size_t cols = std::min<size_t>(nKeys, static_cast<size_t>(nKvCells));
+  for (int64_t i = 0; i < nTok; i++) {
+    const size_t token = chunkStart_ + static_cast<size_t>(i);
+    if (token < firstQuery || token >= firstQuery + nQuery) continue;
+    for (int64_t h = 0; h < nHead && h < out_->nHead; h++) {
+      const float* src = scratch_.data() + (h * nTok + i) * nKvCells;
+      float* row = dst.data() + (static_cast<size_t>(h) * nQuery + (token - firstQuery)) * nKeys;
+      std::memcpy(row, src, cols * sizeof(float));
+    }
+  }
+}
+
+void TraceCapture::Copy(ggml_tensor* t, Kind kind, int32_t slot) {
   scratch_.resize(static_cast<size_t>(ggml_nelements(t)));
   if (t->type != GGML_TYPE_F32 || !ggml_is_contiguous(t)) return;  // not produced by these graphs
   ggml_backend_tensor_get(t, scratch_.data(), 0, ggml_nbytes(t));
-  if (isAttention) {
-    // [n_kv cells, n_tokens, n_head]: in a fresh single-sequence cache, cell i holds position i.
-    const int64_t nKvCells = t->ne[0], nTok = t->ne[1], nHead = t->ne[2];
-    const size_t cols = std::min<size_t>(nKvTotal_, static_cast<size_t>(nKvCells));
-    auto& dst = out_->attention[static_cast<size_t>(slot)];
-    for (int64_t i = 0; i < nTok; i++) {
-      const size_t token = chunkStart_ + static_cast<size_t>(i);
-      if (token < firstNew_ || token >= nKvTotal_) continue;
-      for (int64_t h = 0; h < nHead && h < out_->nHead; h++) {
-        const float* src = scratch_.data() + (h * nTok + i) * nKvCells;
-        float* row = dst.data() + (static_cast<size_t>(h) * nNew_ + (token - firstNew_)) * nKvTotal_;
-        std::memcpy(row, src, cols * sizeof(float));
-      }
+  const auto s = static_cast<size_t>(slot);
+  if (kind == Kind::Attention) {
+    const size_t nEnc = out_->encoderTokens.size();
+    if (encoderPass_) {
+      CopyAttention(t, out_->encoderAttention[s], 0, nEnc, nEnc);
+    } else if (selfDone_[s] && !out_->crossAttention.empty()) {
+      CopyAttention(t, out_->crossAttention[s], firstNew_, nNew_, nEnc);
+    } else {
+      selfDone_[s] = true;
+      CopyAttention(t, out_->attention[s], firstNew_, nNew_, nKvTotal_);
     }
   } else {
     // [n_embd, n_tokens] (every token of the chunk is an output row, so none is dropped)
     const int64_t nEmbd = t->ne[0], nTok = t->ne[1];
-    auto& dst = out_->hidden[static_cast<size_t>(slot)];
+    auto& dst = out_->hidden[s];
     for (int64_t i = 0; i < nTok; i++) {
       const size_t token = chunkStart_ + static_cast<size_t>(i);
       if (token < firstNew_ || token >= nKvTotal_) continue;

@@ -39,6 +39,13 @@ struct TraceResult {
     bool audio = false;
   };
   std::vector<MediaSpan> media;  // the media chunks among `tokens` (their positions hold -1)
+  // Encoder-decoder models (`tokens` are the decoder's): the encoder's input, and per captured
+  // layer the encoder's self-attention (nHead × nEnc × nEnc, encoderLayers[l]) and the decoder's
+  // cross-attention (nHead × nNew × nEnc, layers[l]) over the encoder's positions.
+  std::vector<llama_token> encoderTokens;
+  std::vector<int32_t> encoderLayers;
+  std::vector<std::vector<float>> encoderAttention;
+  std::vector<std::vector<float>> crossAttention;
 };
 
 // The cb_eval user data of a trace context. Inactive (returns false for every tensor) outside
@@ -48,17 +55,30 @@ class TraceCapture {
   static bool Callback(ggml_tensor* t, bool ask, void* userData);
 
   // Captures rows of tokens [firstNew, nKvTotal) of an evaluation of tokens [0, nKvTotal) into
-  // a fresh cache, where cell i holds position i.
+  // a fresh cache, where cell i holds position i. An encoder-decoder model's decoder graph holds
+  // two attention maps per layer, self-attention first, then cross-attention (src/models/t5.cpp).
   void Begin(const TraceRequest& req, TraceResult* out, size_t firstNew, size_t nKvTotal);
-  void SetChunk(size_t firstToken) { chunkStart_ = firstToken; }
+  // Captures the encoder's self-attention while it encodes out->encoderTokens (one batch).
+  void BeginEncoder(const TraceRequest& req, TraceResult* out);
+  // Before each evaluation (graph): the index of its first token.
+  void SetChunk(size_t firstToken) {
+    chunkStart_ = firstToken;
+    selfDone_.assign(selfDone_.size(), false);
+  }
   void End() { out_ = nullptr; }
 
  private:
-  int32_t SlotOf(int32_t layer) const;  // index in out_->layers, or -1
-  bool Wanted(const ggml_tensor* t, bool* isAttention, int32_t* slot) const;
-  void Copy(ggml_tensor* t, bool isAttention, int32_t slot);
+  enum class Kind { Attention, Hidden };
+  int32_t SlotOf(int32_t layer) const;  // index in the pass's layer list, or -1
+  bool Wanted(const ggml_tensor* t, Kind* kind, int32_t* slot) const;
+  void Copy(ggml_tensor* t, Kind kind, int32_t slot);
+  // Rows [firstQuery, firstQuery + nQuery) of a [nKeys, nQuery, nHead] map of the tensor `t`
+  // (queries chunkStart_.. of this evaluation) into dst (nHead × nQuery × nKeys).
+  void CopyAttention(const ggml_tensor* t, std::vector<float>& dst, size_t firstQuery, size_t nQuery, size_t nKeys);
 
   TraceResult* out_ = nullptr;
+  bool encoderPass_ = false;
+  std::vector<bool> selfDone_;  // per slot: this evaluation's self-attention map was copied
   TraceRequest req_;
   size_t firstNew_ = 0;
   size_t nNew_ = 0;

@@ -220,6 +220,11 @@ class TrainWorker : public Worker {
  private:
   void Run(const ExecutionProgress& progress) {
     llama_model* model = model_->model.get();
+    if (llama_model_has_encoder(model)) {
+      // llama_opt_epoch decodes without running the encoder first, which the decoder needs.
+      failure_ = {"ERR_UNSUPPORTED", "Training an encoder-decoder or encoder-only model (T5 family) is not supported: train a decoder-only model"};
+      return;
+    }
     const uint32_t ctxSize = job_.contextSize;
     const int64_t windows = (static_cast<int64_t>(job_.tokens.size()) - 1) / ctxSize;
     trainWindows_ = windows - job_.validationWindows;

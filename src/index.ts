@@ -63,7 +63,7 @@ export type { GrammarTrigger } from "./options/sampling.js";
 export { startServer } from "./server/server.js";
 export type { ServerOptions, RunningServer } from "./server/server.js";
 export { AttentionMap } from "./trace.js";
-export type { TraceOptions, TraceResult, TokenProbability } from "./trace.js";
+export type { TraceEncoder, TraceOptions, TraceResult, TokenProbability } from "./trace.js";
 export type { GeneratedToken, FinishReason, GenerationResult, DraftStats } from "./generation.js";
 export type { SamplingOptions, SamplerName, LogitBias } from "./options/sampling.js";
 export { LlamaError, GgufError, AbortError, DisposedError, ContextFullError } from "./errors.js";

@@ -23,8 +23,13 @@ export interface NativeModelInfo {
   headsKv: number;
   fileType: string;
   learnedPositions: boolean;
+  /** An encoder (T5, BERT-style encoders). With a decoder too, sessions encode their prompt and the decoder generates. */
   hasEncoder: boolean;
   hasDecoder: boolean;
+  /** An encoder-decoder model: the token its decoder starts from (after each new prompt); otherwise null. */
+  decoderStartToken: number | null;
+  /** The decoder's blocks (for an encoder-decoder model `layers` counts the encoder's); 0 without a decoder. */
+  decoderLayers: number;
   recurrent: boolean;
   chatTemplate: string | null;
 }
@@ -188,15 +193,19 @@ export interface NativeTraceResult {
   lens?: Array<[tokens: Int32Array, probabilities: Float32Array]>;
   logits: Float32Array;
   media: MediaSpan[];
+  /** Encoder-decoder models: the encoder's input and self-attention. */
+  encoder?: { tokens: Int32Array; layers: number[]; attention?: Float32Array[] };
+  crossAttention?: Float32Array[];
 }
 
 export interface NativeSession {
-  prompt(tokens: Int32Array | number[], append: boolean): Promise<{ evaluated: number; reused: number }>;
+  prompt(tokens: Int32Array | number[], append: boolean): Promise<{ evaluated: number; reused: number; encoded?: number }>;
   logits(): Float32Array;
   generate(options: NativeGenerateOptions, onChunk: NativeChunkCallback): void;
   setPaused(paused: boolean): void;
   abort(): void;
   history(): Int32Array;
+  encoderTokens(): Int32Array;
   promptMedia(text: string, media: Uint8Array[], append: boolean, addSpecial: boolean, parseSpecial: boolean): Promise<{ evaluated: number; reused: number; media: number[] }>;
   truncate(length: number): void;
   fork(target: NativeSession): Promise<void>;

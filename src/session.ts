@@ -39,6 +39,8 @@ export interface PromptResult {
   length: number;
   /** A prompt with images or audio: the positions each item took, in order. */
   media?: number[];
+  /** An encoder-decoder model: the tokens the encoder read, when the input was new (0 or absent: its output was reused). */
+  encoded?: number;
 }
 
 const PROMPT_KEYS = optionKeys<PromptOptions>({ append: true, addSpecial: true, parseSpecial: true, signal: true });
@@ -86,6 +88,15 @@ export class Session {
     return this.#native.history();
   }
 
+  /**
+   * An encoder-decoder model (T5): the encoder's input, set by `prompt()`; `tokens` is then the
+   * decoder's history. Empty for other models.
+   */
+  get encoderTokens(): Int32Array {
+    this.#check();
+    return this.#native.encoderTokens();
+  }
+
   /** Tokens this session can hold. */
   get capacity(): number {
     return this.context.contextSize;
@@ -99,6 +110,10 @@ export class Session {
    * projector, src/media.ts): `["Describe ", { image: "photo.png" }, " briefly."]`. A media item
    * takes many positions in the history, which hold -1 in `session.tokens`; the same bytes at the
    * same place are reused from the cache, not encoded again.
+   *
+   * On an encoder-decoder model (T5, `model.info.decoderStartToken !== null`) the input goes to
+   * the encoder and the decoder's history starts over from the decoder start token, ready for
+   * generate(); with `append: true` the input is added to the decoder's history instead.
    */
   prompt(input: string | ArrayLike<number> | readonly PromptPart[], options: PromptOptions = {}): Promise<PromptResult> {
     this.#check();
@@ -125,7 +140,7 @@ export class Session {
           return { evaluated: r.evaluated, reused: r.reused, length: this.#historyLength(), media: r.media };
         }
         const r = await this.#native.prompt(tokens ?? toTokenArray(input as ArrayLike<number>), append);
-        return { evaluated: r.evaluated, reused: r.reused, length: this.#historyLength() };
+        return { evaluated: r.evaluated, reused: r.reused, length: this.#historyLength(), ...(r.encoded === undefined ? {} : { encoded: r.encoded }) };
       } catch (err) {
         if (signal?.aborted && err instanceof LlamaError && err.code === "ERR_ABORTED") {
           throw new AbortError(err.message, { cause: signal.reason });

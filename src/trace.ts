@@ -79,6 +79,27 @@ export interface TraceResult {
   logitLens?: TokenProbability[][][];
   /** The model's real next-token distribution after the last token (top-k). */
   next: TokenProbability[];
+  /**
+   * An encoder-decoder model (then `tokens`, `attention` and `hiddenStates` are the decoder's):
+   * the encoder's input and its self-attention, every input token over every other, per encoder
+   * layer captured.
+   */
+  encoder?: TraceEncoder;
+  /**
+   * An encoder-decoder model: per decoder layer captured, the cross-attention of every traced
+   * decoder token over the encoder's input positions (queries × `encoder.tokens`): the source ×
+   * target alignment.
+   */
+  crossAttention?: AttentionMap[];
+}
+
+/** The encoder's side of an encoder-decoder model's trace. */
+export interface TraceEncoder {
+  tokens: Int32Array;
+  pieces: string[];
+  /** The encoder layers captured. */
+  layers: number[];
+  attention?: AttentionMap[];
 }
 
 export function buildTraceResult(raw: NativeTraceResult, model: Model, topK: number, lensK: number): TraceResult {
@@ -101,6 +122,13 @@ export function buildTraceResult(raw: NativeTraceResult, model: Model, topK: num
     result.attention = raw.attention.map((data, i) => new AttentionMap(raw.layers[i], raw.heads, queries, raw.tokens.length, data));
   }
   if (raw.hidden) result.hiddenStates = raw.hidden;
+  if (raw.encoder) {
+    const { tokens, layers, attention } = raw.encoder;
+    const n = tokens.length;
+    result.encoder = { tokens, pieces: Array.from(tokens, piece), layers };
+    if (attention) result.encoder.attention = attention.map((data, i) => new AttentionMap(layers[i], raw.heads, n, n, data));
+    if (raw.crossAttention) result.crossAttention = raw.crossAttention.map((data, i) => new AttentionMap(raw.layers[i], raw.heads, queries, n, data));
+  }
   if (raw.lens) {
     result.logitLens = raw.lens.map(([ids, probs]) =>
       Array.from({ length: queries }, (_, q) =>

@@ -64,7 +64,8 @@ export async function runGenerate(argv: string[]): Promise<number> {
     using context = await model.createContext(contextOptions);
     using session = context.createSession();
     await session.prompt(values.prompt, { signal: controller.signal });
-    if (!values["no-echo"]) process.stdout.write(values.prompt);
+    // An encoder-decoder model (T5) writes its output after the input, not as its continuation.
+    if (!values["no-echo"]) process.stdout.write(model.info.decoderStartToken === null ? values.prompt : `${values.prompt}\n`);
     const speculative = draft === undefined || draftModel === undefined ? {} : { speculative: { draft: draftModel, maxDraft: draft.maxDraft, minProbability: draft.minProbability } };
     const generation = session.generate({ maxTokens: 128, ...generateOptions, ...speculative, signal: controller.signal });
     for await (const { text } of generation) process.stdout.write(text);

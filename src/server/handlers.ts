@@ -164,8 +164,10 @@ export async function generate(
       prompted = await session.prompt(tokens, { signal: anySignal(signal, deadline) });
     }
     record.prompted(prompted);
-    // The prompt's length, images and audio included.
+    // The prompt's length, images and audio included; an encoder-decoder model's prompt is its
+    // encoder's input, and its reply fills the decoder's history (from its start token).
     const promptLength = prompted.length;
+    const promptTokens = state.model.info.decoderStartToken === null ? promptLength : session.encoderTokens.length;
     if (promptLength >= capacity) {
       throw new HttpError(400, `The prompt has ${promptLength} tokens, images and audio included; this server's sessions hold ${capacity} (the reply included)`, "invalid_request_error", "context_length_exceeded", "messages");
     }
@@ -217,7 +219,7 @@ export async function generate(
         // llama-server's timings go in the last chunk.
         const timings = record.timings();
         await stream.send({ ...head, choices: [last], ...(params.includeUsage ? {} : { timings }) });
-        if (params.includeUsage) await stream.send({ ...head, choices: [], usage: usage(promptLength, count), timings });
+        if (params.includeUsage) await stream.send({ ...head, choices: [], usage: usage(promptTokens, count), timings });
         stream.end();
       } catch (err) {
         // The status line is sent: the error goes into the stream, which then ends.
@@ -241,7 +243,7 @@ export async function generate(
       kind === "chat"
         ? { index: 0, message, logprobs: logprobs.all(), finish_reason: finish }
         : { index: 0, text, logprobs: logprobs.all(), finish_reason: finish };
-    sendJson(res, 200, { ...head, object: kind === "chat" ? "chat.completion" : "text_completion", choices: [choice], usage: usage(promptLength, count), timings: record.timings() });
+    sendJson(res, 200, { ...head, object: kind === "chat" ? "chat.completion" : "text_completion", choices: [choice], usage: usage(promptTokens, count), timings: record.timings() });
   } finally {
     unlisten();
     record.end();

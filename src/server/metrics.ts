@@ -80,11 +80,12 @@ export class RequestRecord {
   }
 
   /** The prompt is in the KV cache: `evaluated` tokens decoded, `reused` kept from it. */
-  prompted(result: { evaluated: number; reused: number }): void {
+  prompted(result: { evaluated: number; reused: number; encoded?: number }): void {
     this.#promptDone = performance.now();
-    this.#slot.evaluated = result.evaluated;
+    // An encoder-decoder model's prompt is processed by the encoder too.
+    this.#slot.evaluated = result.evaluated + (result.encoded ?? 0);
     this.#slot.reused = result.reused;
-    this.#metrics.addPrompt(result.evaluated, result.reused, this.#promptDone - this.#start);
+    this.#metrics.addPrompt(this.#slot.evaluated, result.reused, this.#promptDone - this.#start);
   }
 
   /** A token was generated (its text, for has_new_line). */

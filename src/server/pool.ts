@@ -112,7 +112,9 @@ export class SessionPool {
     let best = 0;
     let bestShared = -1;
     for (let i = 0; i < this.#free.length; i++) {
-      const shared = commonPrefix(this.#free[i].tokens, tokens);
+      // An encoder-decoder model's prompt is its encoder's input (its history is the decoder's).
+      const session = this.#free[i];
+      const shared = commonPrefix(session.context.model.info.decoderStartToken === null ? session.tokens : session.encoderTokens, tokens);
       if (shared > bestShared) {
         best = i;
         bestShared = shared;
