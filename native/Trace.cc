@@ -101,6 +101,8 @@ bool TraceCapture::Wanted(const ggml_tensor* t, Kind* kind, int32_t* slot) const
   *kind = Kind::Attention;
   if (layer < 0 && !encoderPass_ && (req_.hidden || req_.lensTopK > 0)) {
     layer = LayerOf(t->name, "l_out");
+    // T5's decoder graph names its last layer's output again, "result_embd" (src/models/t5.cpp).
+    if (layer < 0 && !out_->encoderTokens.empty() && std::strcmp(t->name, "result_embd") == 0) layer = out_->nLayer - 1;
     *kind = Kind::Hidden;
   }
   if (layer < 0) return false;
