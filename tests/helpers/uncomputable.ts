@@ -15,6 +15,7 @@ import {
   type GgufTensorInput,
 } from "../../src/gguf/index.js";
 import { randomValues } from "../../src/fixtures/random.js";
+import { writeRandomT5 } from "../../src/fixtures/t5.js";
 
 const FLOAT_TYPES = new Set<GgmlType>([GgmlType.F32, GgmlType.F16, GgmlType.BF16]);
 
@@ -41,79 +42,22 @@ async function* once<T>(value: Promise<T>): AsyncGenerator<T> {
 }
 
 /**
- * A T5 vocabulary (llama.cpp's UGM tokenizer, tokenizer.ggml.model "t5"): <pad> 0, </s> 1 (EOS),
- * <unk> 2, then a few SentencePiece pieces. No precompiled_charsmap: llama.cpp then skips the
- * normalisation, which these tests do not need.
- */
-function t5Vocab(): { metadata: GgufMetadata; nVocab: number } {
-  const pieces = ["▁", "▁Hello", "▁world", "H", "e", "l", "o", "w", "r", "d", "▁a", "a"];
-  const tokens = ["<pad>", "</s>", "<unk>", ...pieces];
-  return {
-    nVocab: tokens.length,
-    metadata: {
-      "tokenizer.ggml.model": ggufValue.string("t5"),
-      "tokenizer.ggml.tokens": ggufValue.array("string", tokens),
-      "tokenizer.ggml.scores": ggufValue.array("float32", [0, 0, 0, ...pieces.map((_, i) => -1 - i / 4)]),
-      "tokenizer.ggml.token_type": ggufValue.array("int32", [3, 3, 2, ...pieces.map(() => 1)]),
-      "tokenizer.ggml.eos_token_id": ggufValue.uint32(1),
-      "tokenizer.ggml.unknown_token_id": ggufValue.uint32(2),
-      "tokenizer.ggml.padding_token_id": ggufValue.uint32(0),
-    },
-  };
-}
-
-/**
  * The smallest T5 llama.cpp loads (src/models/t5.cpp): one encoder and one decoder block of
- * width 16, two heads, relative position buckets, random F32 weights. With `encoderOnly` it is
- * the "t5encoder" architecture (src/models/t5encoder.cpp: the encoder half, for embeddings).
+ * width 16, two heads, 8 relative position buckets, a ReLU feed-forward network, random F32
+ * weights, and a 15-token UGM vocabulary (<pad>, </s>, <unk> and a few SentencePiece pieces, enough
+ * for "Hello world"). With `encoderOnly` it is the "t5encoder" architecture (src/models/t5encoder.cpp:
+ * the encoder half, for embeddings). writeRandomT5 (src/fixtures/t5.ts) writes it.
  */
 export async function writeTinyT5(path: string, opts: { seed: number; encoderOnly?: boolean }): Promise<void> {
-  const arch = opts.encoderOnly ? "t5encoder" : "t5";
-  const nEmbd = 16, nHead = 2, nFf = 32, nBuckets = 8;
-  const vocab = t5Vocab();
-  const metadata: GgufMetadata = {
-    "general.architecture": ggufValue.string(arch),
-    "general.name": ggufValue.string(`tiny-${arch}-seed${opts.seed}`),
-    [`${arch}.context_length`]: ggufValue.uint32(64),
-    [`${arch}.embedding_length`]: ggufValue.uint32(nEmbd),
-    [`${arch}.feed_forward_length`]: ggufValue.uint32(nFf),
-    [`${arch}.block_count`]: ggufValue.uint32(1),
-    [`${arch}.attention.head_count`]: ggufValue.uint32(nHead),
-    [`${arch}.attention.key_length`]: ggufValue.uint32(nEmbd / nHead),
-    [`${arch}.attention.value_length`]: ggufValue.uint32(nEmbd / nHead),
-    [`${arch}.attention.layer_norm_rms_epsilon`]: ggufValue.float32(1e-6),
-    [`${arch}.attention.relative_buckets_count`]: ggufValue.uint32(nBuckets),
-    ...(opts.encoderOnly ? {} : { [`${arch}.decoder_start_token_id`]: ggufValue.uint32(0) }),
-    ...vocab.metadata,
-  };
-  const shapes: Array<[string, number[]]> = [["token_embd.weight", [nEmbd, vocab.nVocab]], ["enc.output_norm.weight", [nEmbd]]];
-  const block = (prefix: string, parts: string[]) => {
-    for (const part of parts) {
-      const [name, shape] =
-        part === "attn_rel_b" ? [part, [nHead, nBuckets]]
-        : part.endsWith("norm") ? [part, [nEmbd]]
-        : part === "ffn_up" ? [part, [nEmbd, nFf]]
-        : part === "ffn_down" ? [part, [nFf, nEmbd]]
-        : [part, [nEmbd, nEmbd]];
-      shapes.push([`${prefix}.${name}.weight`, shape]);
-    }
-  };
-  block("enc.blk.0", ["attn_norm", "attn_rel_b", "attn_q", "attn_k", "attn_v", "attn_o", "ffn_norm", "ffn_up", "ffn_down"]);
-  if (!opts.encoderOnly) {
-    shapes.push(["dec.output_norm.weight", [nEmbd]], ["output.weight", [nEmbd, vocab.nVocab]]);
-    block("dec.blk.0", [
-      "attn_norm", "attn_rel_b", "attn_q", "attn_k", "attn_v", "attn_o",
-      "cross_attn_norm", "cross_attn_q", "cross_attn_k", "cross_attn_v", "cross_attn_o",
-      "ffn_norm", "ffn_up", "ffn_down",
-    ]);
-  }
-  const tensors: GgufTensorInput[] = shapes.map(([name, shape]) => ({
-    name,
-    shape,
-    type: GgmlType.F32,
-    data: () => randomValues(opts.seed, name, shape.reduce((n, d) => n * d, 1), name.includes("norm") ? { mean: 1, std: 0.1 } : { mean: 0, std: 0.3 }),
-  }));
-  await writeGguf(path, { metadata, tensors });
+  const pieces = ["▁", "▁Hello", "▁world", "H", "e", "l", "o", "w", "r", "d", "▁a", "a"];
+  await writeRandomT5(path, {
+    nEmbd: 16, nHead: 2, nLayer: 1, nFf: 32, nCtx: 64, nBuckets: 8,
+    seed: opts.seed,
+    encoderOnly: opts.encoderOnly ?? false,
+    gated: false,
+    pieces: pieces.map((piece, i) => [piece, -1 - i / 4] as const),
+    name: `tiny-${opts.encoderOnly ? "t5encoder" : "t5"}-seed${opts.seed}`,
+  });
 }
 
 /**
