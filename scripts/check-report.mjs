@@ -4,14 +4,17 @@
  * no console errors, no uncaught exceptions, no Content-Security-Policy violations, no request
  * for anything but the file itself (not even another local file); the attention heatmap is drawn (a screenshot of it, decoded
  * with our PNG decoder, has many colours); hovering a cell shows its weight; switching layers
- * and heads works; the logit-lens grid has a cell per layer and position.
+ * and heads works; the logit-lens grid has a cell per layer and position. An encoder-decoder
+ * model's report gets the same checks for its cross-attention grid and its encoder heatmap.
  *
  *   node scripts/check-report.mjs REPORT.html [--screenshot OUT.png] [--heatmap OUT.png]
+ *                                 [--cross-heatmap OUT.png] [--cross-head H]
  *                                 [--hover-screenshot OUT.png] [--json]
  *   node scripts/check-report.mjs PAGE.html --page [--screenshot OUT.png] [--json]
  *
  * --screenshot saves the whole page, --heatmap the heatmap's cells, --hover-screenshot the viewport
- * while the mouse is over a heatmap cell (with its tooltip).
+ * while the mouse is over a heatmap cell (with its tooltip). --cross-heatmap saves the
+ * cross-attention grid's cells, drawn for head H (--cross-head; default -1, the mean of the heads).
  * --page only loads the page and reports errors, requests and document.title (for any page).
  * --json prints the result as JSON on stdout. Exit status: 0 all checks pass, 1 a check failed,
  * 2 usage error or no browser.
@@ -116,7 +119,8 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
  * Loads `htmlFile` in headless Chromium and checks it. Returns
- * { ok, failures[], consoleErrors[], externalRequests[], title, heatmap?, tooltip?, lensCells?, screenshot? }.
+ * { ok, failures[], consoleErrors[], externalRequests[], title, heatmap?, tooltip?, lensCells?, screenshot?,
+ *   crossAttention?: { layers, heads, tooltip, heatmap }, encoderAttention?: { ... } }.
  */
 export async function checkReport(htmlFile, options = {}) {
   const chromium = options.chromium ?? findChromium();
@@ -236,31 +240,68 @@ export async function checkReport(htmlFile, options = {}) {
 async function checkReportPage(evaluate, send, decodePng, result, fail, options) {
   const info = await evaluate(`(() => {
     const lens = document.querySelectorAll("table.lens tbody td").length;
-    const c = document.getElementById("heatmap");
-    if (!c) return { lens, heatmap: null };
-    const layers = document.getElementById("layer").options.length;
-    const heads = document.getElementById("head").options.length;
-    return { lens, layers, heads, heatmap: { ...c.dataset } };
+    return { lens, heatmap: !!document.getElementById("heatmap"), encoder: !!document.getElementById("enc-heatmap"), cross: !!document.getElementById("cross-heatmap") };
   })()`);
   result.lensCells = info.lens;
   if (!info.heatmap) {
     fail("no attention heatmap on the page");
     return;
   }
+  const decoder = await checkHeatmap(evaluate, send, decodePng, fail, {
+    prefix: "",
+    what: "the heatmap",
+    layerIndex: options.layerIndex ?? 0,
+    head: options.head ?? 0,
+    heatmapFile: options.heatmap,
+    hoverScreenshot: options.hoverScreenshot,
+    causal: true,
+  });
+  result.tooltip = decoder.tooltip;
+  result.heatmap = decoder.heatmap;
+  // An encoder-decoder model's report: the cross-attention grid and the encoder's heatmap.
+  if (info.cross) {
+    result.crossAttention = await checkHeatmap(evaluate, send, decodePng, fail, {
+      prefix: "cross-",
+      what: "the cross-attention grid",
+      layerIndex: options.crossLayerIndex ?? 0,
+      head: options.crossHead ?? -1,
+      heatmapFile: options.crossHeatmap,
+      causal: false,
+    });
+  }
+  if (info.encoder) {
+    result.encoderAttention = await checkHeatmap(evaluate, send, decodePng, fail, {
+      prefix: "enc-",
+      what: "the encoder heatmap",
+      layerIndex: 0,
+      head: 0,
+      causal: false,
+    });
+  }
+}
+
+/**
+ * One heatmap widget (element ids `${prefix}heatmap`, `${prefix}layer`, ...): every layer and
+ * head draws, hovering the last row's first cell shows a tooltip, and a screenshot of its cells
+ * has many colours. Returns { layers, heads, tooltip, heatmap }.
+ */
+async function checkHeatmap(evaluate, send, decodePng, fail, o) {
+  const id = (name) => JSON.stringify(o.prefix + name);
   // Every layer and head (and the mean) draws without an error.
-  await evaluate(`(() => {
-    const layer = document.getElementById("layer"), head = document.getElementById("head"), scale = document.getElementById("scale");
+  const counts = await evaluate(`(() => {
+    const layer = document.getElementById(${id("layer")}), head = document.getElementById(${id("head")}), scale = document.getElementById(${id("scale")});
     for (let l = 0; l < layer.options.length; l++) {
       layer.value = String(l); layer.dispatchEvent(new Event("change"));
       for (const o of head.options) { head.value = o.value; head.dispatchEvent(new Event("change")); }
     }
     scale.value = "sqrt"; scale.dispatchEvent(new Event("change"));
     scale.value = "linear"; scale.dispatchEvent(new Event("change"));
-    layer.value = String(${options.layerIndex ?? 0}); layer.dispatchEvent(new Event("change"));
-    head.value = String(${options.head ?? 0}); head.dispatchEvent(new Event("change"));
+    layer.value = String(${o.layerIndex}); layer.dispatchEvent(new Event("change"));
+    head.value = String(${o.head}); head.dispatchEvent(new Event("change"));
+    return { layers: layer.options.length, heads: head.options.length };
   })()`);
   const box = await evaluate(`(() => {
-    const c = document.getElementById("heatmap");
+    const c = document.getElementById(${id("heatmap")});
     c.scrollIntoView({ block: "start" });
     const r = c.getBoundingClientRect();
     return { x: r.left, y: r.top, pageX: r.left + scrollX, pageY: r.top + scrollY, width: r.width, height: r.height, ...c.dataset };
@@ -271,14 +312,14 @@ async function checkReportPage(evaluate, send, decodePng, result, fail, options)
   const hy = box.y + g.top + (g.rows - 0.5) * g.cell;
   await send("Input.dispatchMouseEvent", { type: "mouseMoved", x: hx, y: hy });
   await sleep(50);
-  result.tooltip = await evaluate(`(() => {
+  const tooltip = await evaluate(`(() => {
     const t = document.getElementById("tooltip");
-    return { hidden: t.hidden, text: t.textContent, query: t.dataset.query, key: t.dataset.key, weight: t.dataset.weight };
+    return { hidden: t.hidden, text: t.textContent, map: t.dataset.map, query: t.dataset.query, key: t.dataset.key, weight: t.dataset.weight };
   })()`);
-  if (result.tooltip.hidden) fail("hovering the heatmap shows no tooltip");
-  if (options.hoverScreenshot) {
+  if (tooltip.hidden) fail(`hovering ${o.what} shows no tooltip`);
+  if (o.hoverScreenshot) {
     const view = await send("Page.captureScreenshot", { format: "png" });
-    fs.writeFileSync(options.hoverScreenshot, Buffer.from(view.data, "base64"));
+    fs.writeFileSync(o.hoverScreenshot, Buffer.from(view.data, "base64"));
   }
   await send("Input.dispatchMouseEvent", { type: "mouseMoved", x: 1, y: 1 });
   // Screenshot the heatmap's cells and look at the pixels.
@@ -288,7 +329,7 @@ async function checkReportPage(evaluate, send, decodePng, result, fail, options)
     clip: { x: box.pageX + g.left, y: box.pageY + g.top, width: g.cols * g.cell, height: g.rows * g.cell, scale: 1 },
   });
   const png = Buffer.from(shot.data, "base64");
-  if (options.heatmap) fs.writeFileSync(options.heatmap, png);
+  if (o.heatmapFile) fs.writeFileSync(o.heatmapFile, png);
   const image = decodePng(png);
   const colours = new Set();
   let coloured = 0;
@@ -299,10 +340,13 @@ async function checkReportPage(evaluate, send, decodePng, result, fail, options)
     if (!(r > 220 && g2 > 220 && b > 220)) coloured++;
   }
   const pixels = image.width * image.height;
-  result.heatmap = { width: image.width, height: image.height, distinctColors: colours.size, coloredFraction: coloured / pixels };
-  const causalShare = g.rows === g.cols ? 0.45 : 0.2;
-  if (colours.size < Math.min(12, (g.rows * (g.rows + 1)) / 2)) fail(`the heatmap has only ${colours.size} distinct colours`);
-  if (coloured / pixels < causalShare) fail(`only ${(100 * coloured / pixels).toFixed(1)}% of the heatmap is coloured`);
+  const heatmap = { width: image.width, height: image.height, rows: g.rows, cols: g.cols, distinctColors: colours.size, coloredFraction: coloured / pixels };
+  // A causal square map is about half masked; a map with no mask is coloured everywhere.
+  const minShare = !o.causal ? 0.8 : g.rows === g.cols ? 0.45 : 0.2;
+  const minColours = o.causal ? Math.min(12, (g.rows * (g.rows + 1)) / 2) : Math.min(12, Math.ceil((g.rows * g.cols) / 2));
+  if (colours.size < minColours) fail(`${o.what} has only ${colours.size} distinct colours`);
+  if (coloured / pixels < minShare) fail(`only ${(100 * coloured / pixels).toFixed(1)}% of ${o.what} is coloured`);
+  return { layers: counts.layers, heads: counts.heads, tooltip, heatmap };
 }
 
 async function main(argv) {
@@ -312,11 +356,13 @@ async function main(argv) {
     const a = argv[i];
     if (a === "--screenshot") options.screenshot = argv[++i];
     else if (a === "--heatmap") options.heatmap = argv[++i];
+    else if (a === "--cross-heatmap") options.crossHeatmap = argv[++i];
+    else if (a === "--cross-head") options.crossHead = Number(argv[++i]);
     else if (a === "--hover-screenshot") options.hoverScreenshot = argv[++i];
     else if (a === "--page") options.page = true;
     else if (a === "--json") options.json = true;
     else if (a.startsWith("-") || file !== undefined) {
-      process.stderr.write(`usage: node scripts/check-report.mjs REPORT.html [--page] [--screenshot OUT.png] [--heatmap OUT.png] [--hover-screenshot OUT.png] [--json]\n`);
+      process.stderr.write(`usage: node scripts/check-report.mjs REPORT.html [--page] [--screenshot OUT.png] [--heatmap OUT.png] [--cross-heatmap OUT.png] [--cross-head H] [--hover-screenshot OUT.png] [--json]\n`);
       return 2;
     } else file = a;
   }
@@ -333,6 +379,8 @@ async function main(argv) {
   else {
     process.stdout.write(result.ok ? `ok: ${file}\n` : `FAILED: ${file}\n${result.failures.map((f) => `  - ${f}`).join("\n")}\n`);
     if (result.heatmap) process.stdout.write(`heatmap: ${result.heatmap.distinctColors} colours, ${(100 * result.heatmap.coloredFraction).toFixed(1)}% coloured\n`);
+    const cross = result.crossAttention?.heatmap;
+    if (cross) process.stdout.write(`cross-attention: ${cross.rows} × ${cross.cols} cells, ${cross.distinctColors} colours, ${(100 * cross.coloredFraction).toFixed(1)}% coloured\n`);
     if (result.screenshot) process.stdout.write(`screenshot: ${result.screenshot}\n`);
   }
   return result.ok ? 0 : 1;

@@ -1,8 +1,9 @@
 /**
  * The explain report in a real browser: scripts/check-report.mjs opens it in headless Chromium
  * (DevTools protocol over a pipe) and checks console errors, network requests, the drawn heatmap,
- * the hover tooltip and the logit lens. Chromium also decodes our PNGs, independently of our
- * decoder, and our decoder reads Chromium's screenshots.
+ * the hover tooltip and the logit lens; for a T5 report also the cross-attention grid and the
+ * encoder's heatmap. Chromium also decodes our PNGs, independently of our decoder, and our
+ * decoder reads Chromium's screenshots.
  *
  * Skipped when Chromium is not installed: on Debian/Ubuntu `apt-get install -y chromium`, or set
  * CHROMIUM=/path/to/chrome.
@@ -20,6 +21,7 @@ import { attentionPng, decodePng, positionEncodingOf, renderExplainReport } from
 import { MASKED_RGB, colorAt } from "../src/report/colormap.js";
 import { findChromium } from "../scripts/check-report.mjs";
 import { fixturePath, repoRoot } from "./helpers/fixtures.js";
+import { writeTinyT5 } from "./helpers/uncomputable.js";
 
 const run = promisify(execFile);
 const SCRIPT = path.join(repoRoot, "scripts", "check-report.mjs");
@@ -27,6 +29,13 @@ const SCRIPT = path.join(repoRoot, "scripts", "check-report.mjs");
 const chromium = findChromium();
 const SKIP_MESSAGE = "skipped: chromium is not on PATH (Debian: apt-get install -y chromium, or set CHROMIUM=/path/to/chrome)";
 if (!chromium) console.warn(`report-chromium.test.ts: ${SKIP_MESSAGE}`);
+
+interface HeatmapCheck {
+  layers: number;
+  heads: number;
+  tooltip: { hidden: boolean; text: string; map: string; query: string; key: string; weight: string };
+  heatmap: { width: number; height: number; rows: number; cols: number; distinctColors: number; coloredFraction: number };
+}
 
 interface CheckResult {
   ok: boolean;
@@ -38,6 +47,8 @@ interface CheckResult {
   tooltip?: { hidden: boolean; text: string; query: string; key: string; weight: string };
   heatmap?: { width: number; height: number; distinctColors: number; coloredFraction: number };
   screenshot?: string;
+  crossAttention?: HeatmapCheck;
+  encoderAttention?: HeatmapCheck;
 }
 
 async function check(file: string, ...args: string[]): Promise<CheckResult> {
@@ -122,6 +133,56 @@ describe.skipIf(!chromium)("explain report in headless Chromium", () => {
     // The title shows the prompt as text; an injected script would have replaced it with "pwned".
     expect(r.title).not.toBe("pwned");
     expect(r.title).toMatch(/^explain: <script>document\.title='pwned'<\/script> — <img src=x/);
+  });
+
+  it("draws a T5 report's cross-attention grid (target rows × source columns, mean of heads) and its encoder heatmap", async () => {
+    const t5 = path.join(dir, "t5.gguf");
+    await writeTinyT5(t5, { seed: 7 });
+    using model = await loadModel(t5);
+    using context = await model.createContext({ contextSize: 64, threads: 1 });
+    using session = context.createSession();
+    const source = "Hello world a Hello world";
+    await session.prompt(source);
+    const t5Trace = await session.trace(model.tokenize(" Hello a world Hello", { addSpecial: false }));
+    const file = path.join(dir, "t5.html");
+    fs.writeFileSync(file, renderExplainReport(t5Trace, { model: "tiny-t5", prompt: source, architecture: "t5", positionEncoding: positionEncodingOf(model.info) }));
+    const grid = path.join(dir, "cross.png");
+    const r = await check(file, "--cross-heatmap", grid);
+    expect(r.failures).toEqual([]);
+    expect(r.consoleErrors).toEqual([]);
+    expect(r.externalRequests).toEqual([]);
+    const cross = t5Trace.crossAttention![0];
+    const rows = cross.queries;
+    const cols = cross.keys;
+    expect([rows, cols]).toEqual([4, 6]);
+    expect(r.crossAttention).toMatchObject({ layers: 1, heads: 3, heatmap: { rows, cols } }); // heads 0, 1 and the mean
+    expect(r.crossAttention!.heatmap.coloredFraction).toBeGreaterThan(0.95); // no mask
+    const mean = (q: number, k: number) => (cross.get(0, q, k) + cross.get(1, q, k)) / 2;
+    // Hovering the last target row's first source column shows the mean weight, labelled target/source.
+    const tip = r.crossAttention!.tooltip;
+    expect(tip).toMatchObject({ hidden: false, map: "cross-", query: String(t5Trace.queryStart + rows - 1), key: "0" });
+    expect(Math.abs(Number(tip.weight) - mean(rows - 1, 0))).toBeLessThan(1e-4);
+    expect(tip.text).toContain(`target ${t5Trace.queryStart + rows - 1}`);
+    expect(tip.text).toContain("source 0  ␣Hello");
+    expect(tip.text).toContain(`mean weight ${mean(rows - 1, 0).toFixed(4)}`);
+    // Each cell as Chromium drew it: the colour of the mean weight.
+    const cells = decodePng(fs.readFileSync(grid));
+    const cell = cells.width / cols;
+    expect(Number.isInteger(cell)).toBe(true);
+    expect(cells.height).toBe(rows * cell);
+    for (let q = 0; q < rows; q++) {
+      for (let k = 0; k < cols; k++) {
+        const expectedRgb = colorAt(mean(q, k));
+        const p = ((q * cell + cell / 2) * cells.width + k * cell + cell / 2) * 4;
+        const got = [...cells.rgba.subarray(p, p + 3)];
+        for (let c = 0; c < 3; c++) expect(Math.abs(got[c] - expectedRgb[c]), `cell ${q},${k}`).toBeLessThanOrEqual(2);
+      }
+    }
+    // The encoder's heatmap: source × source, no mask; and the decoder's as in every report.
+    expect(r.encoderAttention).toMatchObject({ layers: 1, heads: 3, heatmap: { rows: 6, cols: 6 }, tooltip: { hidden: false, map: "enc-", query: "5", key: "0" } });
+    expect(r.encoderAttention!.heatmap.coloredFraction).toBeGreaterThan(0.95);
+    expect(Math.abs(Number(r.encoderAttention!.tooltip.weight) - t5Trace.encoder!.attention![0].get(0, 5, 0))).toBeLessThan(1e-4);
+    expect(r.tooltip).toMatchObject({ hidden: false, query: String(t5Trace.tokens.length - 1), key: "0" });
   });
 
   it("decodes our attention PNG to exactly our pixels (Chromium's own PNG decoder)", async () => {

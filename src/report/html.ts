@@ -13,7 +13,7 @@ import { PAGE_SCRIPT } from "./page-script.js";
 import { escapeHtml, jsonForScript } from "./text.js";
 
 export { buildExplainData, positionEncodingOf } from "./data.js";
-export type { ExplainData, ExplainReportInfo, ExplainAttentionData, PositionEncoding } from "./data.js";
+export type { ExplainData, ExplainReportInfo, ExplainAttentionData, ExplainCrossAttentionData, ExplainEncoderData, PositionEncoding } from "./data.js";
 
 const CSS = `
 :root { color-scheme: light; --fg: #1d1d22; --muted: #62626e; --line: #e2e2e8; --accent: #31688e; --mono: ui-monospace, SFMono-Regular, Menlo, Consolas, "DejaVu Sans Mono", monospace; }
@@ -33,13 +33,14 @@ summary { cursor: pointer; color: var(--muted); font-size: 13px; }
 .tok { font: 13px var(--mono); background: #fff; border: 1px solid var(--line); border-radius: 4px; padding: 1px 5px; white-space: pre; }
 .tok sub { color: var(--muted); font-size: 9px; margin-left: 3px; }
 .tok.history { opacity: 0.55; }
+h3 { font-size: 14px; margin: 12px 0 0; color: var(--muted); font-weight: 600; }
 .controls { display: flex; flex-wrap: wrap; gap: 6px 18px; align-items: center; margin: 10px 0; font-size: 14px; }
 .controls select { font: inherit; padding: 2px 4px; }
 .panel { background: #fff; border: 1px solid var(--line); border-radius: 6px; padding: 10px; overflow: auto; max-width: 100%; }
 .axes { color: var(--muted); font-size: 12px; margin: 4px 0 0; }
 .panel.heatmap { position: relative; }
-#heatmap { display: block; cursor: crosshair; }
-#cellmark { position: absolute; pointer-events: none; border: 2px solid #fff; box-shadow: 0 0 0 1px rgba(0, 0, 0, 0.6); }
+.heatmap canvas { display: block; cursor: crosshair; }
+.cellmark { position: absolute; pointer-events: none; border: 2px solid #fff; box-shadow: 0 0 0 1px rgba(0, 0, 0, 0.6); }
 #tooltip { position: fixed; z-index: 10; pointer-events: none; background: rgba(22, 22, 30, 0.93); color: #fff; font: 12px/1.45 var(--mono); padding: 6px 9px; border-radius: 5px; white-space: pre; }
 #tooltip .w { color: #fde725; }
 .heads { display: flex; flex-wrap: wrap; gap: 8px; margin-top: 12px; }
@@ -68,6 +69,8 @@ function positionsText(encoding: PositionEncoding | null): string {
       return `<b>Positions: learned embeddings.</b> A trained vector for each position (up to the training context) is added to the token embedding before the first layer; from there position travels in the residual stream like any other feature, and attention has to learn to read it.`;
     case "alibi":
       return `<b>Positions: ALiBi.</b> There is no position embedding: each head subtracts a penalty proportional to the distance i − j from its attention scores before the softmax, so nearby tokens are favoured.`;
+    case "relative":
+      return `<b>Positions: relative position buckets.</b> Nothing about position is added to the token embeddings. Each self-attention head adds a learned bias to the score q<sub>i</sub>·k<sub>j</sub> that depends only on the bucket of the distance i − j (one bucket per distance when near, logarithmically wider buckets further away); the encoder's buckets tell keys before the query from keys after it. The cross-attention has no position bias. T5 also leaves the scores unscaled (no division by √d).`;
     case "none":
       return `<b>Positions:</b> this model has no position encoding in its attention.`;
     default:
@@ -76,8 +79,12 @@ function positionsText(encoding: PositionEncoding | null): string {
 }
 
 function attentionExplanation(d: ExplainData): string {
+  // T5's relative positions: a bias per head and distance bucket, and no 1/√d scaling.
+  const relative = d.positionEncoding === "relative";
+  const score = relative ? "q<sub>i</sub>·k<sub>j</sub> + b(i − j)" : "q<sub>i</sub>·k<sub>j</sub> / √d";
+  const matrix = relative ? "softmax(QKᵀ + B)" : "softmax(QKᵀ/√d)";
   const parts = [
-    `<p>Each head of each layer computes <b>masked self-attention</b>: token i (a row, the <i>query</i>) gives position j (a column, the <i>key</i>) the weight <code>softmax<sub>j</sub>(q<sub>i</sub>·k<sub>j</sub> / √d)</code>, where x<sub>i</sub> is the layer's normalised input for token i, q<sub>i</sub> = W<sub>Q</sub>x<sub>i</sub>, k<sub>j</sub> = W<sub>K</sub>x<sub>j</sub> and d is the head size: the matrix softmax(QKᵀ/√d) of the head. The causal mask sets the score of every later position (j &gt; i) to −∞ before the softmax, so those weights are exactly 0 (gray) and each row sums to 1. The head's output for token i is the weighted sum of the value vectors v<sub>j</sub> = W<sub>V</sub>x<sub>j</sub>: a row shows where token i reads from.</p>`,
+    `<p>Each head of each ${d.encoder ? "decoder " : ""}layer computes <b>masked self-attention</b>: token i (a row, the <i>query</i>) gives position j (a column, the <i>key</i>) the weight <code>softmax<sub>j</sub>(${score})</code>, where x<sub>i</sub> is the layer's normalised input for token i, q<sub>i</sub> = W<sub>Q</sub>x<sub>i</sub>, k<sub>j</sub> = W<sub>K</sub>x<sub>j</sub>${relative ? ", b the head's position bias" : " and d is the head size"}: the matrix ${matrix} of the head. The causal mask sets the score of every later position (j &gt; i) to −∞ before the softmax, so those weights are exactly 0 (gray) and each row sums to 1. The head's output for token i is the weighted sum of the value vectors v<sub>j</sub> = W<sub>V</sub>x<sub>j</sub>: a row shows where token i reads from.</p>`,
   ];
   if (d.headsKv < d.heads) {
     const group = d.heads / d.headsKv;
@@ -89,7 +96,9 @@ function attentionExplanation(d: ExplainData): string {
   }
   const positions = positionsText(d.positionEncoding);
   if (positions) parts.push(`<p>${positions}</p>`);
-  if (d.queryStart > 0) {
+  if (d.encoder && d.queryStart === 1) {
+    parts.push(`<p>The decoder start token was already in the cache: it appears as a key (the first column), and rows start at position 1.</p>`);
+  } else if (d.queryStart > 0) {
     parts.push(`<p>The first ${d.queryStart} tokens were already in the session's cache: they appear as keys (columns), and rows start at position ${d.queryStart}.</p>`);
   }
   return parts.join("\n");
@@ -149,6 +158,43 @@ function tokenChips(d: ExplainData): string {
     .join("");
 }
 
+function sourceChips(d: ExplainData): string {
+  const e = d.encoder!;
+  return e.tokens.text.map((t, i) => `<span class="tok" title="source position ${i}, token ${e.tokens.ids[i]}">${escapeHtml(t)}<sub>${i}</sub></span>`).join("");
+}
+
+/**
+ * The controls, canvas and thumbnails of one heatmap; page-heatmap.ts fills them. Element ids
+ * start with `prefix` ("" for the decoder's self-attention, as in every report).
+ */
+function heatmapBlock(prefix: string, label: string, axes: string): string {
+  return `<div class="controls">
+<label>Layer <select id="${prefix}layer"></select></label>
+<label>Head <select id="${prefix}head"></select></label>
+<label>Colour <select id="${prefix}scale"><option value="linear">linear</option><option value="sqrt">square root (small weights)</option></select></label>
+<canvas id="${prefix}legend" width="240" height="34" aria-label="colour scale"></canvas>
+</div>
+<div class="panel heatmap"><canvas id="${prefix}heatmap" role="img" aria-label="${label}"></canvas><div class="cellmark" id="${prefix}cellmark" hidden></div></div>
+<p class="axes">${axes}</p>
+<div class="heads" id="${prefix}heads"></div>`;
+}
+
+function encoderDecoderIntro(d: ExplainData): string {
+  const e = d.encoder!;
+  const start = d.queryStart > 0 ? ` The decoder starts from <span class="tok">${escapeHtml(d.tokens.text[0])}</span> (the decoder start token), already in the cache before the traced tokens.` : "";
+  return `<p>This is an <b>encoder-decoder</b> model. The <b>encoder</b> reads the source (${e.tokens.ids.length} tokens) with unmasked self-attention: every source token sees every other. The <b>decoder</b> then produces the target one token at a time: each of its layers has a masked self-attention over the target so far and a <b>cross-attention</b> that reads the encoder's output.${start} Here the target tokens were given to the decoder (teacher forcing), so every row below shows what the decoder did while reading that token to predict the next one.</p>`;
+}
+
+function crossExplanation(d: ExplainData): string {
+  const c = d.crossAttention!;
+  const cut = c.firstQuery > 0 ? ` Only the last ${c.rows} target tokens are stored (see the warnings).` : "";
+  return `<p>In every decoder layer, after its self-attention, token i of the target (a row) gives source token j (a column) the weight <code>softmax<sub>j</sub>(q<sub>i</sub>·k<sub>j</sub>${d.positionEncoding === "relative" ? "" : " / √d"})</code>, where q<sub>i</sub> comes from the decoder's residual stream and k<sub>j</sub>, v<sub>j</sub> from the encoder's final output. There is no mask: every target token sees the whole source, and each row sums to 1. The grid is a soft <b>alignment</b> of target to source: a bright cell means that while reading the row's token, the decoder drew on that source token to predict the next target token. The mean of the heads is shown first.${cut}</p>`;
+}
+
+function encoderExplanation(): string {
+  return `<p>Each head of each encoder layer computes self-attention over the source with <b>no causal mask</b>: token i (a row) gives every source position j (a column), earlier or later, a weight, and each row sums to 1. The encoder's output after its last layer is what the decoder's cross-attention reads.</p>`;
+}
+
 /** Renders the report page for `trace` (from session.trace(), ideally with logitLens). */
 export function renderExplainReport(trace: TraceResult, info: ExplainReportInfo): string {
   const d = buildExplainData(trace, info);
@@ -157,24 +203,34 @@ export function renderExplainReport(trace: TraceResult, info: ExplainReportInfo)
   const csp = `default-src 'none'; script-src 'sha256-${scriptHash}'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'`;
   const lastToken = d.tokens.text.at(-1) ?? "";
   const kv = d.headsKv < d.heads ? ` (${d.headsKv} KV)` : "";
+  const e = d.encoder;
   const meta = [
     ...(d.architecture !== null ? [escapeHtml(d.architecture)] : []),
-    d.layerCount !== null ? `${d.layerCount} layers` : `${d.layers.length} layers traced`,
+    ...(e ? [e.layerCount !== null ? `${e.layerCount} encoder layers` : `${e.layers.length} encoder layers traced`] : []),
+    d.layerCount !== null ? `${d.layerCount} ${e ? "decoder " : ""}layers` : `${d.layers.length} ${e ? "decoder " : ""}layers traced`,
     `${d.heads} heads${kv}`,
     `d<sub>model</sub> ${d.embeddingSize}`,
-    `${d.tokens.ids.length} tokens`,
+    ...(e ? [`${e.tokens.ids.length} source tokens`] : []),
+    `${d.tokens.ids.length} ${e ? "decoder " : ""}tokens`,
   ].join(" · ");
   const attention = d.attention
-    ? `<div class="controls">
-<label>Layer <select id="layer"></select></label>
-<label>Head <select id="head"></select></label>
-<label>Colour <select id="scale"><option value="linear">linear</option><option value="sqrt">square root (small weights)</option></select></label>
-<canvas id="legend" width="240" height="34" aria-label="colour scale"></canvas>
-</div>
-<div class="panel heatmap"><canvas id="heatmap" role="img" aria-label="attention heatmap"></canvas><div id="cellmark" hidden></div></div>
-<p class="axes">Rows: query tokens (the token doing the looking). Columns: key positions. Hover a cell for its weight. Click a head below to show it.</p>
-<div class="heads" id="heads"></div>`
+    ? heatmapBlock("", "attention heatmap", "Rows: query tokens (the token doing the looking). Columns: key positions. Hover a cell for its weight. Click a head below to show it.")
     : `<p>No attention was captured.</p>`;
+  const encoderSections = e
+    ? `
+<h2>Cross-attention</h2>
+<div class="explain">${crossExplanation(d)}</div>
+${
+  d.crossAttention
+    ? heatmapBlock("cross-", "cross-attention: target tokens over source tokens", "Rows: target tokens (the decoder's input). Columns: source tokens (the encoder's input). Hover a cell for its weight. Click a head below to show it.")
+    : `<p>No cross-attention was captured.</p>`
+}
+
+<h2>Encoder self-attention</h2>
+<div class="explain">${encoderExplanation()}</div>
+${e.attention ? heatmapBlock("enc-", "encoder self-attention heatmap", "Rows and columns: source tokens. Hover a cell for its weight. Click a head below to show it.") : `<p>No encoder attention was captured.</p>`}
+`
+    : "";
   const lens = d.lens ? `<div class="explain">${lensExplanation(d)}</div>\n<div class="panel" id="lens"></div>` : `<p>The logit lens was not captured (trace with <code>logitLens: true</code>).</p>`;
   return `<!doctype html>
 <html lang="en">
@@ -190,15 +246,25 @@ export function renderExplainReport(trace: TraceResult, info: ExplainReportInfo)
 <main>
 <h1>Inside ${escapeHtml(d.model)}</h1>
 <p class="meta">${meta}</p>
-<pre class="prompt">${escapeHtml(d.prompt)}</pre>
-${d.warnings.length ? `<ul class="warnings">${d.warnings.map((w) => `<li>${escapeHtml(w)}</li>`).join("")}</ul>` : ""}
+${e ? `<h3>Source (encoder input)</h3>\n` : ""}<pre class="prompt">${escapeHtml(d.prompt)}</pre>
+${e && d.target !== null ? `<h3>Target (decoder input)</h3>\n<pre class="prompt">${escapeHtml(d.target)}</pre>\n` : ""}${d.warnings.length ? `<ul class="warnings">${d.warnings.map((w) => `<li>${escapeHtml(w)}</li>`).join("")}</ul>` : ""}
 <noscript><p class="warnings">The attention heatmaps and the logit lens are drawn by the page's script; the tokens and the next-token chart need none.</p></noscript>
 
 <h2>Tokens</h2>
-<div class="explain"><p>The prompt as the model reads it: ${d.tokens.ids.length} tokens, with their positions. Spaces show as ␣, newlines as ↵, tabs as ⇥; bytes that are not valid UTF-8 on their own show as �.${d.queryStart > 0 ? ` Faded tokens were already in the session's cache.` : ""}</p></div>
+${
+  e
+    ? `<div class="explain">${encoderDecoderIntro(d)}<p>Spaces show as ␣, newlines as ↵, tabs as ⇥; bytes that are not valid UTF-8 on their own show as �.</p></div>
+<h3>Source: ${e.tokens.ids.length} tokens</h3>
+<div class="tokens">${sourceChips(d)}</div>
+<h3>Target: ${d.tokens.ids.length} decoder tokens</h3>
+<div class="tokens">${tokenChips(d)}</div>
+${encoderSections}
+<h2>Decoder self-attention</h2>`
+    : `<div class="explain"><p>The prompt as the model reads it: ${d.tokens.ids.length} tokens, with their positions. Spaces show as ␣, newlines as ↵, tabs as ⇥; bytes that are not valid UTF-8 on their own show as �.${d.queryStart > 0 ? ` Faded tokens were already in the session's cache.` : ""}</p></div>
 <details${d.tokens.ids.length <= 300 ? " open" : ""}><summary>${d.tokens.ids.length} tokens</summary><div class="tokens">${tokenChips(d)}</div></details>
 
-<h2>Attention</h2>
+<h2>Attention</h2>`
+}
 <div class="explain">${attentionExplanation(d)}</div>
 ${attention}
 

@@ -1,7 +1,8 @@
 /**
  * `llama-napi/report`: the explain report, a self-contained HTML page that shows what a model did
- * with a prompt (tokens, attention heatmaps, logit lens, next-token distribution), and the pieces
- * it is made of. `llama-napi explain` is the same report from the command line.
+ * with a prompt (tokens, attention heatmaps, logit lens, next-token distribution; for an
+ * encoder-decoder model also the encoder's attention and the cross-attention as a source × target
+ * alignment grid), and the pieces it is made of. `llama-napi explain` is the same report from the command line.
  *
  * ```ts
  * import { loadModel } from "llama-napi";
@@ -17,7 +18,7 @@
  */
 export { renderExplainReport } from "./html.js";
 export { buildExplainData, positionEncodingOf } from "./data.js";
-export type { ExplainReportInfo, ExplainData, ExplainAttentionData, PositionEncoding } from "./data.js";
+export type { ExplainReportInfo, ExplainData, ExplainAttentionData, ExplainCrossAttentionData, ExplainEncoderData, PositionEncoding } from "./data.js";
 export { attentionPng, defaultAttentionScale, encodePng, decodePng } from "./png.js";
-export type { DecodedPng } from "./png.js";
+export type { AttentionPngOptions, DecodedPng } from "./png.js";
 export { visibleToken } from "./text.js";

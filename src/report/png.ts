@@ -231,18 +231,31 @@ export function defaultAttentionScale(map: AttentionMap): number {
   return Math.max(1, Math.min(32, Math.floor(512 / Math.max(map.queries, map.keys))));
 }
 
+/** Options of {@link attentionPng}. */
+export interface AttentionPngOptions {
+  /**
+   * Whether the map has a causal mask: then zero weights after the query's own position (the
+   * last `queries` keys are the queries themselves) are drawn light gray. Default: true when the
+   * map has at least as many keys as queries. Pass false for an encoder's self-attention and for
+   * cross-attention, whose zeros are real weights.
+   */
+  causal?: boolean;
+}
+
 /**
  * One head's attention as a PNG: a row per query (traced token), a column per key (position),
- * each cell `scale` × `scale` pixels in the viridis colour map (0 dark purple, 1 yellow). Cells
- * after the query's own position, which the causal mask hides, are light gray.
+ * each cell `scale` × `scale` pixels in the viridis colour map (0 dark purple, 1 yellow). Any
+ * number of rows and columns (cross-attention: target tokens × source tokens). With a causal
+ * mask, cells after the query's own position are light gray.
  */
-export function attentionPng(map: AttentionMap, head: number, scale = defaultAttentionScale(map)): Buffer {
+export function attentionPng(map: AttentionMap, head: number, scale = defaultAttentionScale(map), options: AttentionPngOptions = {}): Buffer {
   if (!Number.isInteger(head) || head < 0 || head >= map.heads) {
     throw new LlamaError("ERR_INVALID_ARGUMENT", `head must be an integer from 0 to ${map.heads - 1}, got ${String(head)}`);
   }
   if (!Number.isInteger(scale) || scale < 1 || scale > 64) {
     throw new LlamaError("ERR_INVALID_ARGUMENT", `scale must be an integer from 1 to 64, got ${String(scale)}`);
   }
+  const causal = options.causal ?? map.keys >= map.queries;
   const width = map.keys * scale;
   const height = map.queries * scale;
   checkSize(width, height);
@@ -251,7 +264,7 @@ export function attentionPng(map: AttentionMap, head: number, scale = defaultAtt
   for (let q = 0; q < map.queries; q++) {
     const row = map.row(head, q);
     for (let k = 0; k < map.keys; k++) {
-      const masked = k > firstPosition + q && row[k] === 0;
+      const masked = causal && k > firstPosition + q && row[k] === 0;
       const [r, g, b] = masked ? MASKED_RGB : colorAt(row[k]);
       for (let dx = 0; dx < scale; dx++) {
         const p = (q * scale * width + k * scale + dx) * 4;
