@@ -19,6 +19,20 @@
 namespace llama_napi {
 namespace {
 
+// llama_context::graph_params (private), for the encoder graph that no reserve builds: reached
+// through the explicit instantiation of a template with a pointer to it, which the language
+// allows for private members.
+struct GraphParamsOf {
+  using type = llm_graph_params (llama_context::*)(llm_graph_result*, const llama_ubatch&, const llama_memory_context_i*,
+                                                   llm_graph_type) const;
+  friend type Get(GraphParamsOf);
+};
+template <typename Tag, typename Tag::type Member>
+struct Expose {
+  friend typename Tag::type Get(Tag) { return Member; }
+};
+template struct Expose<GraphParamsOf, &llama_context::graph_params>;
+
 // A node ggml cannot compute: which source is at fault (-1: the node itself) and what the
 // kernel needs instead.
 struct Problem {
@@ -425,6 +439,28 @@ std::string UncomputableNode(llama_context* ctx, bool reserve) {
       problem = CheckGraph(sched, gf);
       ggml_backend_sched_reset(sched);
       if (!problem.empty()) break;
+    }
+    const llama_model& model = ctx->get_model();
+    if (problem.empty() && llama_model_has_encoder(&model) && llama_model_has_decoder(&model)) {
+      // An encoder-decoder model's encoder graph (llama_encode): one sequence of a full
+      // micro-batch, every row an output, as llama_context::encode builds it.
+      llama_batch_allocr balloc(model.hparams.n_pos_per_embd());
+      llama_ubatch ubatch = balloc.ubatch_reserve(nTokens, 1);
+      for (uint32_t i = 0; i < nTokens; i++) {
+        ubatch.n_seq_id[i] = 1;
+        ubatch.seq_id[i] = &ubatch.seq_id_unq[0];
+        ubatch.output[i] = true;
+      }
+      llm_graph_result* res = ctx->get_gf_res_reserve();
+      res->reset();
+      llm_graph_params params = (ctx->*Get(GraphParamsOf{}))(res, ubatch, nullptr, LLM_GRAPH_TYPE_ENCODER);
+      params.n_outputs = nTokens;
+      ggml_cgraph* gf = model.build_graph(params);
+      ggml_backend_sched_reset(sched);
+      ggml_backend_sched_split_graph(sched, gf);
+      problem = CheckGraph(sched, gf);
+      ggml_backend_sched_reset(sched);
+      if (!problem.empty()) problem = "in its encoder: " + problem;
     }
   } catch (const std::exception& e) {
     ggml_backend_sched_reset(sched);

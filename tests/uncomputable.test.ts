@@ -220,6 +220,20 @@ describe("architectures that abort at the first decode", () => {
     expect(err.message).toMatch(/architecture t5 is an encoder-decoder model/);
   });
 
+  it("a T5 whose encoder (or decoder) holds a tensor ggml cannot use is refused at createContext, naming it", async () => {
+    // The encoder's graph runs only in llama_encode, which no reserve builds: the graph check
+    // builds it too. Without that, the first prompt would abort the process in ggml's CPU backend.
+    for (const name of ["enc.blk.0.attn_norm.weight", "enc.output_norm.weight", "dec.blk.0.cross_attn_norm.weight"]) {
+      const file = path.join(tmp, "t5-f16-norm.gguf");
+      await writeRetyped(fixturePath("t5-tiny-f32"), file, { [name]: GgmlType.F16 });
+      using model = await loadModel(file);
+      const err = await rejection(model.createContext({ contextSize: 32 }));
+      expect(err.code).toBe("ERR_UNSUPPORTED");
+      expect(err.message).toContain(`tensor ${name} is stored as f16`);
+      if (name.startsWith("enc.")) expect(err.message).toContain("in its encoder");
+    }
+  });
+
   it("a recurrent model (Mamba) runs two sequences at once, rewinds and forks without aborting, and continues as a fresh session would", async () => {
     // llama.cpp's recurrent state cannot drop a tail: the engine starts such a sequence over.
     const vocab = path.join(tmp, "vocab.gguf");
