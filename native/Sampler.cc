@@ -202,7 +202,9 @@ Sampling BuildSampler(Napi::Env env, const llama_model* model, Napi::Object conf
   Options o(env, config, "sampling");
 
   const double temperature = o.Required(o.Number("temperature", 0, kMaxFloat), "temperature");
-  const int64_t topK = o.Required(o.Int("topK", 0, nVocab), "topK");
+  // A topK past the vocabulary keeps every token (as llama.cpp's top-k does with more than its
+  // candidates): the default 40 also works with a vocabulary smaller than that.
+  const int64_t topK = std::min<int64_t>(o.Required(o.Int("topK", 0, std::numeric_limits<int32_t>::max()), "topK"), nVocab);
   const double topP = o.Required(o.Number("topP", 0, 1), "topP");
   const double minP = o.Required(o.Number("minP", 0, 1), "minP");
   const double typicalP = o.Required(o.Number("typicalP", 0, 1), "typicalP");
