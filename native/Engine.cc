@@ -276,6 +276,16 @@ void Engine::Step() {
     evalsFirst_ = !evalsFirst_;
     if (gens_.size() > 1) std::rotate(gens_.begin(), gens_.begin() + 1, gens_.end());
   }
+  // A part of n of seq's `pending` tokens (from nKv on), with logits for the last pending one.
+  auto addTokens = [&batch](const std::shared_ptr<Job>& job, const SeqState& seq, size_t pending, size_t n) {
+    Part part{job, n, -1};
+    for (size_t k = 0; k < n; k++) {
+      const size_t pos = seq.nKv + k;
+      const int32_t idx = batch.Add(seq.tokens[pos], static_cast<llama_pos>(pos), seq.id, k + 1 == pending);
+      if (k + 1 == pending) part.outIndex = idx;
+    }
+    return part;
+  };
   auto addGens = [&] {
     for (auto& g : gens_) {
       if (one && !parts.empty()) break;
@@ -291,12 +301,7 @@ void Engine::Step() {
       const size_t room = static_cast<size_t>(batch.Capacity() - batch.Size());
       if (room == 0) break;
       const size_t n = std::min(pending, room);
-      Part part{g, n, -1};
-      for (size_t k = 0; k < n; k++) {
-        const size_t pos = seq.nKv + k;
-        const int32_t idx = batch.Add(seq.tokens[pos], static_cast<llama_pos>(pos), seq.id, k + 1 == pending);
-        if (k + 1 == pending) part.outIndex = idx;
-      }
+      Part part = addTokens(g, seq, pending, n);
       AddDraft(*g, part.outIndex, room - n);
       parts.push_back(std::move(part));
     }
@@ -326,14 +331,7 @@ void Engine::Step() {
         it = evals_.erase(it);
         continue;
       }
-      const size_t n = std::min(pending, room);
-      Part part{e, n, -1};
-      for (size_t k = 0; k < n; k++) {
-        const size_t pos = seq.nKv + k;
-        const int32_t idx = batch.Add(seq.tokens[pos], static_cast<llama_pos>(pos), seq.id, k + 1 == pending);
-        if (k + 1 == pending) part.outIndex = idx;
-      }
-      parts.push_back(std::move(part));
+      parts.push_back(addTokens(e, seq, pending, std::min(pending, room)));
       ++it;
     }
   };
