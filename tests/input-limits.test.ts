@@ -305,7 +305,7 @@ describe("session inputs", () => {
         cases.push([`${key} ${String(value)}`, () => g({ [key]: value }), "ERR_INVALID_ARGUMENT"]);
       }
     }
-    for (const [key, value] of [["topK", 50258], ["topP", 1.5], ["minP", -0.1], ["temperature", -1], ["seed", 2 ** 32], ["maxTokens", 0], ["maxTokens", 2 ** 31], ["repeatPenalty", 0], ["penaltyLastN", -2], ["minKeep", -1], ["topNSigma", -2]] as const) {
+    for (const [key, value] of [["topK", 2 ** 31], ["topP", 1.5], ["minP", -0.1], ["temperature", -1], ["seed", 2 ** 32], ["maxTokens", 0], ["maxTokens", 2 ** 31], ["repeatPenalty", 0], ["penaltyLastN", -2], ["minKeep", -1], ["topNSigma", -2]] as const) {
       cases.push([`${key} ${value}`, () => g({ [key]: value }), "ERR_INVALID_ARGUMENT"]);
     }
     await runCases(cases);
@@ -313,6 +313,9 @@ describe("session inputs", () => {
     // The session still works after all of that.
     const r = await session.generate({ maxTokens: 3, temperature: 0 }).collect();
     expect(r.tokens).toHaveLength(3);
+    // A topK past the vocabulary (50,257) is not refused: it keeps every token, as llama.cpp's does.
+    session.rewind(3);
+    expect((await session.generate({ maxTokens: 3, temperature: 0, topK: 50258 }).collect()).tokens).toEqual(r.tokens);
   });
 
   it("rewind, truncate, loadState, fork and file paths refuse bad values", async () => {
