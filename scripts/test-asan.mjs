@@ -143,7 +143,9 @@ const started = Date.now();
 // sanitizers do not see), and server-lifecycle (HTTP limits, draining and a 20 s soak over the
 // same native generate/abort paths that server and stress run under ASan) and cli-chat (the
 // terminal chat in tmux, 27 s under ASan: its native side is ChatSession's, which chat-session and
-// chat-tool-loop run under ASan).
+// chat-tool-loop run under ASan), cli (llama-napi generate in child processes, 26 s: the same
+// native generation the API tests run, through the TypeScript CLI) and pull (downloads from a
+// fake hub, 12 s: HTTP and files in TypeScript; the models it loads load in every other file).
 const named = argv.some((a) => !a.startsWith("-"));
 // One retry: a test whose child process exits non-zero only because LeakSanitizer's tracer
 // crashed as the child exited (see TRACER_FAILURE below; seen in 1 of ~5 full runs, in a CLI
@@ -153,7 +155,7 @@ const defaults = ["--testTimeout=900000", "--hookTimeout=900000", "--retry=1"];
 if (!named) {
   const thirdParty = ["report-chromium", "pack-install", "pack-platforms", "builds", "cross-platform", "runtimes"];
   const typescriptOnly = ["gguf", "reference", "options-suggest", "import-cycles", "public-api"];
-  for (const file of [...thirdParty, ...typescriptOnly, "chat-tools", "server-lifecycle", "cli-chat"]) {
+  for (const file of [...thirdParty, ...typescriptOnly, "chat-tools", "server-lifecycle", "cli-chat", "cli", "pull"]) {
     defaults.push(`--exclude=tests/${file}.test.ts`);
   }
 }
