@@ -249,7 +249,21 @@ void Engine::FinishJob(const std::shared_ptr<Job>& job) {
   Post([this, id](Napi::Env env) { Settle(env, id); });
 }
 
+void GenJob::PromptDecoded(size_t n, bool last) {
+  promptEvaluated += n;
+  if (!last) return;
+  std::lock_guard<std::mutex> lk(outMu);
+  prompting = false;
+  promptReady = true;
+}
+
 void Engine::FinishGen(GenJob& gen, FinishReason reason, Failure failure) {
+  if (gen.prompting) {
+    // Ended within its prompt: the history keeps the part that reached the cache, as after an
+    // aborted or failed prompt().
+    SeqState& seq = *gen.seq;
+    if (seq.tokens.size() > seq.nKv) seq.tokens.resize(seq.nKv);
+  }
   bool post = false;
   {
     std::lock_guard<std::mutex> lk(gen.outMu);
@@ -286,10 +300,11 @@ void Engine::Step() {
     }
     return part;
   };
-  auto addGens = [&] {
+  // Generations taking their next token go first; those still in their prompt fill the room left.
+  auto addGens = [&](bool prompting) {
     for (auto& g : gens_) {
       if (one && !parts.empty()) break;
-      if (g->paused || g->reason != FinishReason::None) continue;
+      if (g->paused || g->reason != FinishReason::None || g->prompting != prompting) continue;
       SeqState& seq = *g->seq;
       SyncSeq(seq);
       if (seq.nKv == seq.tokens.size()) {
@@ -337,9 +352,10 @@ void Engine::Step() {
   };
   if (one && evalsFirst_) {
     addEvals();
-    addGens();
+    addGens(false);
   } else {
-    addGens();
+    addGens(false);
+    addGens(true);
     addEvals();
   }
   if (parts.empty()) {
@@ -358,7 +374,10 @@ void Engine::Step() {
       }
     }
   }
-  soleJob_ = parts.size() == 1 && parts[0].job->type == Job::Type::Eval ? parts[0].job.get() : nullptr;
+  // A prompt alone in its batch can be stopped within the decode.
+  const Job& first = *parts[0].job;
+  const bool prompt = first.type == Job::Type::Eval || (first.type == Job::Type::Generate && static_cast<const GenJob&>(first).prompting);
+  soleJob_ = parts.size() == 1 && prompt ? parts[0].job.get() : nullptr;
   // The decoder of an encoder-decoder model reads its sequence's encoder output.
   const Failure encoded = one ? EnsureEncoded(*parts[0].job->seq) : Failure{};
   const int32_t ret = encoded.ok() ? llama_decode(ctx_.get(), batch.Get()) : -1;
@@ -374,6 +393,9 @@ void Engine::Step() {
       seq.nKv += part.n;
       seq.nDecoded += part.n;
       if (job.type == Job::Type::Eval) static_cast<EvalJob&>(job).evaluated += part.n;
+      if (job.type == Job::Type::Generate && static_cast<GenJob&>(job).prompting) {
+        static_cast<GenJob&>(job).PromptDecoded(part.n, part.outIndex >= 0);
+      }
       if (part.outIndex < 0) continue;
       const float* logits = llama_get_logits_ith(ctx_.get(), part.outIndex);
       if (job.type == Job::Type::Eval) {

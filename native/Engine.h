@@ -118,6 +118,14 @@ struct GenJob : Job {
   TextStream text;
   std::vector<llama_token_data> candidates;
   std::atomic<bool> paused{false};
+  // A prompt evaluated before the first token (generate({ prompt })), in the batches that also
+  // carry the other sessions' tokens; the first token is sampled from the decode that ends it.
+  bool prompting = false;      // engine thread (JS before submit): the prompt's last token is not decoded yet
+  size_t promptReused = 0;     // its tokens kept from the cache (set before submit)
+  size_t promptEvaluated = 0;  // its tokens decoded (engine thread; read by JS under outMu once ready)
+  bool promptReady = false;    // guarded by outMu: the prompt is done and not yet reported to JS
+  // Engine thread: `n` more prompt tokens decoded; `last`: the prompt's last one among them.
+  void PromptDecoded(size_t n, bool last);
 
   // Handshake with the JS logits processor (guarded by the engine's mu_).
   bool processorDone = false;

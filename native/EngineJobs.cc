@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include <utility>
+
 #include "Engine.h"
 
 namespace llama_napi {
@@ -136,6 +138,7 @@ void Engine::DrainGen(Napi::Env env, uint64_t id) {
   std::vector<std::string> texts;
   std::vector<TokenLogprobs> logprobs;
   FinishReason reason;
+  bool prompted = false;
   {
     std::lock_guard<std::mutex> lk(gen->outMu);
     tokens.swap(gen->outTokens);
@@ -143,6 +146,7 @@ void Engine::DrainGen(Napi::Env env, uint64_t id) {
     logprobs.swap(gen->outLogprobs);
     reason = gen->reason;
     gen->notifyPending = false;
+    prompted = std::exchange(gen->promptReady, false);
   }
   Napi::FunctionReference onChunk;
   if (reason != FinishReason::None) {
@@ -188,8 +192,16 @@ void Engine::DrainGen(Napi::Env env, uint64_t id) {
     both.Set(1u, tops);
     jsLogprobs = both;
   }
+  // With a prompt: {evaluated, reused} in the first call after its last token was decoded.
+  Napi::Value jsPrompted = env.Undefined();
+  if (prompted) {
+    Napi::Object p = Napi::Object::New(env);
+    p.Set("evaluated", Napi::Number::New(env, static_cast<double>(gen->promptEvaluated)));
+    p.Set("reused", Napi::Number::New(env, static_cast<double>(gen->promptReused)));
+    jsPrompted = p;
+  }
   Napi::FunctionReference& cb = reason != FinishReason::None ? onChunk : it->second.onChunk;
-  cb.Call({ToInt32Array(env, tokens.data(), tokens.size()), jsTexts, done, jsLogprobs});
+  cb.Call({ToInt32Array(env, tokens.data(), tokens.size()), jsTexts, done, jsLogprobs, jsPrompted});
 }
 
 bool Engine::PlanLogits(SeqState& seq) {

@@ -85,25 +85,35 @@ Napi::Value SessionWrap::Prompt(const Napi::CallbackInfo& info) {
   CheckIdle(env);
   std::vector<int32_t> input = args.Tokens(0, "tokens");
   const bool append = args.Bool(1, "append");
-  const int32_t nVocab = engine_->model()->nVocab;
-  for (size_t i = 0; i < input.size(); i++) {
-    if (input[i] < 0 || input[i] >= nVocab) {
-      Throw(env, "ERR_TOKEN_INVALID", "Token " + std::to_string(input[i]) + " at index " + std::to_string(i) +
-                                          " is out of range: this model's token ids are 0.." + std::to_string(nVocab - 1));
-    }
-  }
-  SeqState& seq = *seq_;
+  CheckTokens(env, input, "Token");
   auto job = std::make_shared<EvalJob>();
   job->seq = seq_;
   if (engine_->encoderDecoder()) {
     job->encoded = PrepareEncoderPrompt(env, input, append);
     return SubmitPrompt(env, job);
   }
+  PlanPrompt(env, input, append, false);
+  return SubmitPrompt(env, job);
+}
+
+void SessionWrap::CheckTokens(Napi::Env env, const std::vector<int32_t>& input, const std::string& what) const {
+  const int32_t nVocab = engine_->model()->nVocab;
+  for (size_t i = 0; i < input.size(); i++) {
+    if (input[i] < 0 || input[i] >= nVocab) {
+      Throw(env, "ERR_TOKEN_INVALID", what + " " + std::to_string(input[i]) + " at index " + std::to_string(i) +
+                                          " is out of range: this model's token ids are 0.." + std::to_string(nVocab - 1));
+    }
+  }
+}
+
+void SessionWrap::PlanPrompt(Napi::Env env, const std::vector<int32_t>& input, bool append, bool generating) {
+  SeqState& seq = *seq_;
   const size_t newLength = append ? seq.tokens.size() + input.size() : input.size();
-  if (newLength > engine_->capacity()) {
+  const size_t capacity = engine_->capacity();
+  if (newLength > capacity || (generating && newLength == capacity)) {
     Throw(env, "ERR_CONTEXT_FULL",
           "The prompt needs " + std::to_string(newLength) + " tokens but a session of this context holds at most " +
-              std::to_string(engine_->capacity()) +
+              std::to_string(capacity) + (generating ? ", the generated ones included" : "") +
               ". Shorten the prompt, or create the context with a larger contextSize (up to the model's training context).");
   }
   if (newLength == 0) Throw(env, "ERR_INVALID_ARGUMENT", "The prompt is empty and the session holds no tokens");
@@ -124,7 +134,8 @@ Napi::Value SessionWrap::Prompt(const Napi::CallbackInfo& info) {
     // Token ids never equal a media position, so no media chunk is within the common prefix.
     seq.media.clear();
   }
-  return SubmitPrompt(env, job);
+  if (seq.nKv < seq.tokens.size()) seq.logitsValid = false;
+  Engine::PlanLogits(seq);
 }
 
 Napi::Value SessionWrap::SubmitPrompt(Napi::Env env, const std::shared_ptr<EvalJob>& job) {
@@ -217,6 +228,15 @@ void SessionWrap::Generate(const Napi::CallbackInfo& info) {
     draftMinP = sp.Required(sp.Number("minProbability", 0, 1), "minProbability");
     sp.CheckAllRead();
   }
+  // A prompt evaluated in the same batches as the first token (otherwise prompt() first).
+  std::optional<std::vector<int32_t>> prompt;
+  if (std::optional<Napi::Value> p = o.Raw("prompt")) {
+    if (engine_->encoderDecoder()) {
+      Throw(env, "ERR_UNSUPPORTED", "options.prompt: an encoder-decoder model's prompt goes to its encoder; call prompt() first");
+    }
+    prompt = TokensFrom(env, *p, "options.prompt");
+    CheckTokens(env, *prompt, "options.prompt: token");
+  }
   o.CheckAllRead();
   const llama_model* model = engine_->model()->model.get();
   auto job = std::make_shared<GenJob>(engine_->model()->vocab, std::move(stops));
@@ -242,6 +262,12 @@ void SessionWrap::Generate(const Napi::CallbackInfo& info) {
   job->text.SetPreserved(std::move(preservedIds));
 
   SeqState& seq = *seq_;
+  if (prompt) {
+    PlanPrompt(env, *prompt, false, true);
+    job->promptReused = seq.nKv;
+    job->prompting = seq.nKv < seq.tokens.size();
+    job->promptReady = !job->prompting;  // all of it cached, its logits current
+  }
   if (seq.tokens.size() >= engine_->capacity()) {
     Throw(env, "ERR_CONTEXT_FULL", "The session is full (" + std::to_string(seq.tokens.size()) +
                                        " tokens); rewind or truncate it before generating more");

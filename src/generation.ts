@@ -1,5 +1,5 @@
 import { AbortError, LlamaError } from "./errors.js";
-import type { NativeGenerateOptions, NativeGenerationDone, NativeLogprobs, NativeSession } from "./native.js";
+import type { NativeGenerateOptions, NativeGenerationDone, NativeLogprobs, NativePromptDone, NativeSession } from "./native.js";
 
 /** One generated token and the text it releases. */
 export interface GeneratedToken {
@@ -37,6 +37,20 @@ export interface DraftStats {
   accepted: number;
 }
 
+/** What `session.prompt()` did: tokens evaluated, tokens reused from the KV cache, and the history's new length. */
+export interface PromptResult {
+  /** Tokens decoded by this call. */
+  evaluated: number;
+  /** Tokens of the new history that were already in the KV cache. */
+  reused: number;
+  /** Tokens the session now holds. */
+  length: number;
+  /** A prompt with images or audio: the positions each item took, in order. */
+  media?: number[];
+  /** An encoder-decoder model: the tokens the encoder read, when the input was new (0 or absent: its output was reused). */
+  encoded?: number;
+}
+
 /** Items buffered before the native loop pauses, waiting for the consumer. */
 const HIGH_WATER_MARK = 1024;
 const LOW_WATER_MARK = 256;
@@ -59,14 +73,31 @@ export class Generation implements AsyncIterable<GeneratedToken> {
   #wake: (() => void) | undefined;
   #paused = false;
   #iterated = false;
+  #abortRequested = false;
   #settled!: () => void;
   readonly #finished = new Promise<void>((resolve) => (this.#settled = resolve));
+  #promptDone!: (result: PromptResult | undefined) => void;
+  #promptFailed!: (error: LlamaError) => void;
+  #promptSettled = false;
+  readonly #prompted = new Promise<PromptResult | undefined>((resolve, reject) => {
+    this.#promptDone = (result) => {
+      this.#promptSettled = true;
+      resolve(result);
+    };
+    this.#promptFailed = (error) => {
+      this.#promptSettled = true;
+      reject(error);
+    };
+  });
 
   /** @internal Use session.generate(). */
   constructor(
     private readonly options: NativeGenerateOptions,
     signal: AbortSignal | undefined,
   ) {
+    // Nobody has to wait for it: its failure is the generation's, seen when iterating.
+    this.#prompted.catch(() => {});
+    if (options.prompt === undefined) this.#promptDone(undefined);
     if (signal) {
       const onAbort = () => this.#abortWith(new AbortError("The generation was aborted", { cause: signal.reason }));
       if (signal.aborted) onAbort();
@@ -76,6 +107,16 @@ export class Generation implements AsyncIterable<GeneratedToken> {
         void this.#finished.then(() => signal.removeEventListener("abort", onAbort));
       }
     }
+  }
+
+  /**
+   * With the `prompt` option: resolves once the prompt is in the KV cache, with what `prompt()`
+   * would have returned (the first token is sampled in the same decode); rejects when the
+   * generation ends before that, with its error (an AbortError when it was aborted). Without
+   * `prompt`: resolves with undefined.
+   */
+  get prompted(): Promise<PromptResult | undefined> {
+    return this.#prompted;
   }
 
   /** Why the generation ended; undefined while it runs. */
@@ -99,30 +140,56 @@ export class Generation implements AsyncIterable<GeneratedToken> {
     return d?.drafted === undefined || d.accepted === undefined ? undefined : { drafted: d.drafted, accepted: d.accepted };
   }
 
-  /** @internal Starts the native loop; resolves when it has ended. */
-  start(native: NativeSession): Promise<void> {
-    if (this.#error || this.#done) {
-      this.#settled();
-      return this.#finished;
-    }
+  /**
+   * @internal Starts the native loop; resolves when it has ended. `encoderPrompt`: an
+   * encoder-decoder model's prompt, which goes through `native.prompt()` first (the native
+   * generate() takes none there), and the session's length after it.
+   */
+  async start(native: NativeSession, encoderPrompt?: { tokens: Int32Array; historyLength: () => number }): Promise<void> {
+    // Aborted before it started (generate() starts it on a later tick): nothing runs.
+    if (this.#abortRequested) this.#done ??= { reason: "aborted" };
+    if (this.#error || this.#done) return this.#end();
     this.#native = native;
+    if (encoderPrompt) {
+      try {
+        const r = await native.prompt(encoderPrompt.tokens, false);
+        const length = encoderPrompt.historyLength();
+        this.#promptDone({ evaluated: r.evaluated, reused: r.reused, length, ...(r.encoded === undefined ? {} : { encoded: r.encoded }) });
+      } catch (err) {
+        // Stopped by abort(): the generation ends as "aborted", as it does within a native prompt.
+        if (this.#abortRequested && err instanceof LlamaError && err.code === "ERR_ABORTED") this.#done ??= { reason: "aborted" };
+        else this.#fail(err instanceof LlamaError ? err : new LlamaError("ERR_INTERNAL", String(err)));
+      }
+      if (this.#error || this.#done) return this.#end();
+    }
     try {
-      native.generate(this.options, (tokens, texts, done, logprobs) => this.#onChunk(tokens, texts, done, logprobs));
+      const { prompt: _evaluated, ...rest } = this.options;
+      native.generate(encoderPrompt ? rest : this.options, (tokens, texts, done, logprobs, prompted) => this.#onChunk(tokens, texts, done, logprobs, prompted));
+      // Asked while the encoder's prompt ran.
+      if (this.#abortRequested) native.abort();
     } catch (err) {
       this.#fail(err instanceof LlamaError ? err : new LlamaError("ERR_INTERNAL", String(err)));
-      this.#settled();
+      return this.#end();
     }
+    return this.#finished;
+  }
+
+  #end(): Promise<void> {
+    if (!this.#promptSettled) this.#promptFailed(this.#error ?? this.#done?.error ?? new AbortError("The generation ended before its prompt was evaluated"));
+    this.#settled();
+    this.#wakeUp();
     return this.#finished;
   }
 
   /** @internal Ends the generation without starting it (its session went away). */
   cancel(error: LlamaError): void {
     this.#abortWith(error);
-    this.#settled();
+    void this.#end();
   }
 
-  /** Stops the generation; iteration ends after the tokens already produced. */
+  /** Stops the generation (within its prompt too); iteration ends after the tokens already produced. */
   abort(): void {
+    this.#abortRequested = true;
     this.#native?.abort();
   }
 
@@ -192,7 +259,15 @@ export class Generation implements AsyncIterable<GeneratedToken> {
     }
   }
 
-  #onChunk(tokens: Int32Array, texts: string[], done: NativeGenerationDone | undefined, logprobs: NativeLogprobs | undefined): void {
+  #onChunk(
+    tokens: Int32Array,
+    texts: string[],
+    done: NativeGenerationDone | undefined,
+    logprobs: NativeLogprobs | undefined,
+    prompted: NativePromptDone | undefined,
+  ): void {
+    // The prompt became the whole history (the native side reports it before any token).
+    if (prompted) this.#promptDone({ evaluated: prompted.evaluated, reused: prompted.reused, length: this.options.prompt?.length ?? 0 });
     for (let i = 0; i < tokens.length; i++) {
       const item: GeneratedToken = { token: tokens[i], text: texts[i] };
       if (logprobs) {
@@ -208,7 +283,7 @@ export class Generation implements AsyncIterable<GeneratedToken> {
     }
     if (done) {
       this.#done = done;
-      this.#settled();
+      void this.#end();
     }
     this.#wakeUp();
   }

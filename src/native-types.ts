@@ -151,6 +151,14 @@ export interface NativeGenerateOptions {
   lookup?: { ngramSize: number; ngramMin: number; maxDraft: number };
   /** Speculative decoding with a draft model (native/EngineDraft.cc). */
   speculative?: { draft: NativeModel; maxDraft: number; minProbability: number };
+  /** Evaluated first, as prompt(tokens) would, in the batches of the first token (decoder-only models). */
+  prompt?: Int32Array;
+}
+
+/** A generation's prompt is in the KV cache: tokens decoded and tokens kept from the cache. */
+export interface NativePromptDone {
+  evaluated: number;
+  reused: number;
 }
 
 export interface NativeGenerationDone {
@@ -169,6 +177,7 @@ export type NativeChunkCallback = (
   texts: string[],
   done: NativeGenerationDone | undefined,
   logprobs: NativeLogprobs | undefined,
+  prompted: NativePromptDone | undefined,
 ) => void;
 
 export interface NativeSessionInfo {

@@ -3,7 +3,7 @@ import path from "node:path";
 
 import type { Context } from "./context.js";
 import { AbortError, DisposedError, LlamaError, checkOptions, checkSignal, invalidArgument } from "./errors.js";
-import { Generation } from "./generation.js";
+import { Generation, type PromptResult } from "./generation.js";
 import { isPromptParts, readPromptParts, type PromptPart } from "./media.js";
 import type { NativeSession } from "./native.js";
 import { GENERATE_OPTIONS, type GenerateOptions, type LookupOptions, type SpeculativeOptions } from "./options/generate.js";
@@ -29,19 +29,7 @@ export interface PromptOptions {
 
 export type { GenerateOptions, LookupOptions, SpeculativeOptions };
 
-/** What `session.prompt()` did: tokens evaluated, tokens reused from the KV cache, and the history's new length. */
-export interface PromptResult {
-  /** Tokens decoded by this call. */
-  evaluated: number;
-  /** Tokens of the new history that were already in the KV cache. */
-  reused: number;
-  /** Tokens the session now holds. */
-  length: number;
-  /** A prompt with images or audio: the positions each item took, in order. */
-  media?: number[];
-  /** An encoder-decoder model: the tokens the encoder read, when the input was new (0 or absent: its output was reused). */
-  encoded?: number;
-}
+export type { PromptResult };
 
 const PROMPT_KEYS = optionKeys<PromptOptions>({ append: true, addSpecial: true, parseSpecial: true, signal: true });
 const TRACE_KEYS = optionKeys<TraceOptions>({
@@ -165,9 +153,14 @@ export class Session {
   /** Generates tokens after the session's history. Temperature 0 is greedy. */
   generate(options: GenerateOptions = {}): Generation {
     this.#check();
-    const { maxTokens, stop, signal, logprobs, contextShift, logitsProcessor, preservedTokens, lookup, speculative, ...sampling } = readOptions(GENERATE_OPTIONS, options, "generate options", { defaults: true });
+    const { prompt, maxTokens, stop, signal, logprobs, contextShift, logitsProcessor, preservedTokens, lookup, speculative, ...sampling } = readOptions(GENERATE_OPTIONS, options, "generate options", { defaults: true });
+    // Text as prompt() tokenizes it at the start of a history; an encoder-decoder model's prompt
+    // goes to its encoder through prompt() (see Generation.start).
+    const promptTokens = prompt === undefined ? undefined : typeof prompt === "string" ? this.context.model.tokenize(prompt, { addSpecial: true }) : toTokenArray(prompt);
+    const encoderPrompt = promptTokens !== undefined && this.context.model.info.decoderStartToken !== null;
     const generation = new Generation(
       {
+        ...(promptTokens === undefined ? {} : { prompt: promptTokens }),
         maxTokens,
         stop: stop ?? [],
         sampling,
@@ -182,7 +175,8 @@ export class Session {
     );
     this.#enqueue(() => {
       this.#current = generation;
-      return generation.start(this.#native).finally(() => {
+      const started = encoderPrompt && promptTokens ? generation.start(this.#native, { tokens: promptTokens, historyLength: () => this.#historyLength() }) : generation.start(this.#native);
+      return started.finally(() => {
         if (this.#current === generation) this.#current = undefined;
       });
     }).catch((err: unknown) => generation.cancel(err instanceof LlamaError ? err : new LlamaError("ERR_INTERNAL", String(err))));

@@ -85,6 +85,20 @@ describe("encoder-decoder sessions", () => {
     }
   });
 
+  it("generate({ prompt }) encodes the input first and generates what prompt() then generate() do", async () => {
+    using session = context.createSession();
+    const generation = session.generate({ ...GREEDY, prompt: INPUTS[1] });
+    const [prompted, { tokens }] = await Promise.all([generation.prompted, generation.collect()]);
+    expect(tokens).toEqual(await alone(INPUTS[1]));
+    expect(prompted).toEqual({ evaluated: 1, reused: 0, length: 1, encoded: model.tokenize(INPUTS[1]).length });
+    expect([...session.encoderTokens]).toEqual([...model.tokenize(INPUTS[1])]);
+    // Aborted at once: nothing runs, the session keeps what it had.
+    const stopped = session.generate({ ...GREEDY, prompt: INPUTS[2] });
+    stopped.abort();
+    expect(await stopped.collect()).toMatchObject({ tokens: [], finishReason: "aborted" });
+    expect([...session.encoderTokens]).toEqual([...model.tokenize(INPUTS[1])]);
+  });
+
   it("teacher forcing, rewind and fork act on the decoder; a fork keeps the input", async () => {
     const expected = await alone(INPUTS[0], 8);
     using session = context.createSession();

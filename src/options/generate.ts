@@ -57,7 +57,20 @@ function speculative(v: unknown): Required<SpeculativeOptions> {
   return { draft: draft as Model, maxDraft, minProbability };
 }
 
+function promptInput(v: unknown): string | ArrayLike<number> {
+  if (typeof v === "string") return v;
+  if (v === null || typeof v !== "object" || typeof (v as { length?: unknown }).length !== "number") invalidValue("a string or token ids (an Int32Array or an array of integers)");
+  return v as ArrayLike<number>;
+}
+
 export const GENERATE_OPTIONS = {
+  /**
+   * A prompt evaluated first, as `session.prompt(input)` would: it becomes the history, reusing
+   * the prefix it shares with the cache (text gets the model's BOS/EOS, as there). Its tokens
+   * share decode batches with the context's other sessions, and the first token is sampled from
+   * the decode that ends it: no pass between the two. `generation.prompted` says what it did.
+   */
+  prompt: custom<string | ArrayLike<number>>({ expected: "a string or token ids", parse: promptInput }),
   /** Stop after this many tokens (default: when the session is full). */
   maxTokens: integer({
     min: 1,

@@ -153,27 +153,27 @@ export async function generate(
   const record = state.metrics.begin(session, tokens.length);
   let unlisten = () => {};
   try {
-    let prompted: PromptResult;
+    // A text prompt is evaluated by the generation itself, in the decode batches of the other
+    // sessions, and its first token is sampled from the decode that ends it. A prompt with media
+    // goes through prompt() first.
+    let mediaPrompted: PromptResult | undefined;
     if (media) {
       try {
-        prompted = await session.prompt(media.parts, { addSpecial: true, parseSpecial: true, signal: anySignal(signal, deadline) });
+        mediaPrompted = await session.prompt(media.parts, { addSpecial: true, parseSpecial: true, signal: anySignal(signal, deadline) });
       } catch (err) {
         throw mediaError(err, media.rendered, media.media) ?? err;
       }
-    } else {
-      prompted = await session.prompt(tokens, { signal: anySignal(signal, deadline) });
+      if (mediaPrompted.length >= capacity) {
+        throw new HttpError(400, `The prompt has ${mediaPrompted.length} tokens, images and audio included; this server's sessions hold ${capacity} (the reply included)`, "invalid_request_error", "context_length_exceeded", "messages");
+      }
     }
-    record.prompted(prompted);
-    // The prompt's length, images and audio included; an encoder-decoder model's prompt is its
-    // encoder's input, and its reply fills the decoder's history (from its start token).
-    const promptLength = prompted.length;
-    const promptTokens = state.model.info.decoderStartToken === null ? promptLength : session.encoderTokens.length;
-    if (promptLength >= capacity) {
-      throw new HttpError(400, `The prompt has ${promptLength} tokens, images and audio included; this server's sessions hold ${capacity} (the reply included)`, "invalid_request_error", "context_length_exceeded", "messages");
-    }
+    // The history's length after the prompt: an encoder-decoder model's decoder starts from its
+    // start token alone (the prompt goes to the encoder).
+    const promptLength = mediaPrompted?.length ?? (state.model.info.decoderStartToken === null ? tokens.length : 1);
     const stop = [...params.stop, ...templateStops];
     const cap = state.maxTokensCap ?? capacity;
     const generation = session.generate({
+      ...(media ? {} : { prompt: tokens }),
       ...params.sampling,
       maxTokens: Math.min(params.maxTokens ?? cap, cap, capacity - promptLength),
       ...(stop.length > 0 ? { stop } : {}),
@@ -181,11 +181,24 @@ export async function generate(
       ...(state.speculative === undefined ? {} : { speculative: state.speculative }),
       signal,
     });
-    record.drafts(() => generation.speculative);
+    // The request's time limit: within the prompt it ends the request (the 503 below); after, it
+    // ends the generation with what it has.
     const stopAtDeadline = () => generation.abort();
     deadline?.addEventListener("abort", stopAtDeadline, { once: true });
     unlisten = () => deadline?.removeEventListener("abort", stopAtDeadline);
     if (deadline?.aborted) generation.abort();
+    let prompted: PromptResult;
+    try {
+      prompted = mediaPrompted ?? ((await generation.prompted) as PromptResult);
+    } catch (err) {
+      if (deadline?.aborted && deadline.reason instanceof HttpError) throw deadline.reason;
+      throw err;
+    }
+    record.prompted(prompted);
+    // An encoder-decoder model's prompt is its encoder's input, and its reply fills the decoder's
+    // history (from its start token).
+    const promptTokens = state.model.info.decoderStartToken === null ? prompted.length : tokens.length;
+    record.drafts(() => generation.speculative);
     /** Why the generation ended; one stopped by the time limit was cut short, as at max_tokens. */
     const ended = (): FinishReason | undefined => (generation.finishReason === "aborted" && deadline?.aborted ? "length" : generation.finishReason);
     const logprobs = new Logprobs(state.model, kind, params.logprobs !== undefined);
