@@ -423,7 +423,9 @@ void Engine::Step() {
       evals_.erase(std::find(evals_.begin(), evals_.end(), part.job));
       FinishJob(part.job);
     } else {
-      FinishGen(static_cast<GenJob&>(job), ret == 2 ? FinishReason::Aborted : FinishReason::Error, f);
+      // Aborted within its prompt (stopped in the decode): ends as "aborted", as between steps.
+      if (ret == 2) FinishGen(static_cast<GenJob&>(job), FinishReason::Aborted);
+      else FinishGen(static_cast<GenJob&>(job), FinishReason::Error, f);
     }
   }
   gens_.erase(std::remove_if(gens_.begin(), gens_.end(), [](const auto& g) { return g->reason != FinishReason::None; }),

@@ -122,6 +122,34 @@ describe("generate({ prompt })", () => {
     expect(session.length).toBe(model.tokenize(PROMPTS[2]).length + GREEDY.maxTokens);
   });
 
+  it("an abort within a long prompt stops its decode; the history keeps what reached the cache", async () => {
+    using wide = await loadModel(fixturePath("gpt2-wide-f16"));
+    using ctx = await wide.createContext({ contextSize: 1024, batchSize: 1024, threads: 2 });
+    using session = ctx.createSession();
+    const prompt = Array.from({ length: 1000 }, (_, i) => 200 + (i % 500));
+    // How long the whole prompt takes here.
+    let started = performance.now();
+    await session.prompt(prompt);
+    const full = performance.now() - started;
+    session.truncate(0);
+
+    const generation = session.generate({ ...GREEDY, prompt });
+    started = performance.now();
+    setTimeout(() => generation.abort(), full / 4);
+    await expect(generation.prompted).rejects.toBeInstanceOf(AbortError);
+    expect(await generation.collect()).toMatchObject({ tokens: [], finishReason: "aborted" });
+    const took = performance.now() - started;
+    expect(took).toBeLessThan(full);
+    // Whole micro-batches that were decoded stay; the rest of the prompt is not in the history.
+    const kept = session.length;
+    expect(kept).toBeLessThan(prompt.length);
+    expect([...session.tokens]).toEqual(prompt.slice(0, kept));
+    // The session goes on from there, reusing what was kept.
+    const again = session.generate({ ...GREEDY, maxTokens: 2, prompt });
+    expect(await again.prompted).toEqual({ evaluated: prompt.length - kept, reused: kept, length: prompt.length });
+    expect((await again.collect()).tokens).toHaveLength(2);
+  }, 60_000);
+
   it("a plain generate() aborted before it started produces nothing", async () => {
     using session = context.createSession();
     await session.prompt(PROMPTS[0]);
