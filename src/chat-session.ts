@@ -74,7 +74,7 @@ const SESSION_KEYS: { readonly [K in keyof ChatSessionOptions]-?: true } = {
 const KNOWN_KEYS: readonly string[] = Object.keys(SESSION_KEYS);
 
 /** Generation options of a turn (context shifts are not offered: old turns are dropped instead). */
-export type ChatSendOptions = Omit<GenerateOptions, "contextShift">;
+export type ChatSendOptions = Omit<GenerateOptions, "contextShift" | "prompt">;
 
 /**
  * Generation options of a turn with tools or reasoning (see src/chat-tools.ts): the reply is a
@@ -302,6 +302,7 @@ export class ChatSession {
   #begin(options: ChatSendOptions): { stopper: AbortController; settle: () => void } {
     if (options === null || typeof options !== "object") invalidArgument("options", "an object", options);
     if ("contextShift" in options) invalidArgument("contextShift", "unset (a chat drops old turns instead)", (options as GenerateOptions).contextShift);
+    if ("prompt" in options) invalidArgument("prompt", "unset (the chat's messages are the prompt)", (options as GenerateOptions).prompt);
     if (this.#busy) throw new LlamaError("ERR_BUSY", "The previous reply is still running: consume or abort it before sending another message");
     const { maxTokens } = options;
     if (maxTokens !== undefined && (!Number.isInteger(maxTokens) || maxTokens < 1)) invalidArgument("maxTokens", "a positive integer", maxTokens);

@@ -217,6 +217,7 @@ describe("ChatSession", () => {
     using chat = new ChatSession(context);
     expect(() => chat.send(42 as never)).toThrow(expect.objectContaining({ code: "ERR_INVALID_ARGUMENT" }));
     expect(() => chat.send("x", { contextShift: true } as never)).toThrow(expect.objectContaining({ code: "ERR_INVALID_ARGUMENT" }));
+    expect(() => chat.send("x", { prompt: "other" } as never)).toThrow(expect.objectContaining({ code: "ERR_INVALID_ARGUMENT" }));
     // The model's template insists on alternating roles: a history of two user messages fails to render.
     using broken = new ChatSession(context, { messages: [{ role: "user", content: "a" }] });
     await expect(broken.send("b").text()).rejects.toMatchObject({ code: "ERR_TEMPLATE_INVALID" });
