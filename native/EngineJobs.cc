@@ -2,7 +2,6 @@
 // loop is in Engine.cc, sampling in EngineSample.cc).
 #include <algorithm>
 #include <cstring>
-
 #include <utility>
 
 #include "Engine.h"

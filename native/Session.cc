@@ -119,6 +119,7 @@ void SessionWrap::PlanPrompt(Napi::Env env, const std::vector<int32_t>& input, b
   if (newLength == 0) Throw(env, "ERR_INVALID_ARGUMENT", "The prompt is empty and the session holds no tokens");
 
   if (append) {
+    if (!input.empty()) seq.logitsValid = false;
     seq.tokens.insert(seq.tokens.end(), input.begin(), input.end());
   } else {
     // Prefix reuse: keep the part of the cache that matches the new history.
@@ -134,8 +135,6 @@ void SessionWrap::PlanPrompt(Napi::Env env, const std::vector<int32_t>& input, b
     // Token ids never equal a media position, so no media chunk is within the common prefix.
     seq.media.clear();
   }
-  if (seq.nKv < seq.tokens.size()) seq.logitsValid = false;
-  Engine::PlanLogits(seq);
 }
 
 Napi::Value SessionWrap::SubmitPrompt(Napi::Env env, const std::shared_ptr<EvalJob>& job) {
@@ -262,18 +261,18 @@ void SessionWrap::Generate(const Napi::CallbackInfo& info) {
   job->text.SetPreserved(std::move(preservedIds));
 
   SeqState& seq = *seq_;
-  if (prompt) {
-    PlanPrompt(env, *prompt, false, true);
-    job->promptReused = seq.nKv;
-    job->prompting = seq.nKv < seq.tokens.size();
-    job->promptReady = !job->prompting;  // all of it cached, its logits current
-  }
+  if (prompt) PlanPrompt(env, *prompt, false, true);
   if (seq.tokens.size() >= engine_->capacity()) {
     Throw(env, "ERR_CONTEXT_FULL", "The session is full (" + std::to_string(seq.tokens.size()) +
                                        " tokens); rewind or truncate it before generating more");
   }
   if (!Engine::PlanLogits(seq)) {
     Throw(env, "ERR_STATE", "The session is empty: prompt it with some text before generating");
+  }
+  if (prompt) {
+    job->promptReused = seq.nKv;
+    job->prompting = seq.nKv < seq.tokens.size();
+    job->promptReady = !job->prompting;  // all of it cached, its logits current
   }
   current_ = job;
   if (processor) {

@@ -29,7 +29,7 @@ class SessionWrap : public Napi::ObjectWrap<SessionWrap> {
   // ERR_TOKEN_INVALID for an id outside the vocabulary ("<what> <id> at index <i> ...").
   void CheckTokens(Napi::Env env, const std::vector<int32_t>& input, const std::string& what) const;
   // Makes `input` the history (or appends it), keeping the cached prefix it shares; the rest is
-  // left pending (from seq_->nKv on) for the engine. `generating`: room must be left for one
+  // left pending (from seq_->nKv on) for the engine (Engine::PlanLogits next). `generating`: room must be left for one
   // generated token. Throws (and changes nothing) when it does not fit.
   void PlanPrompt(Napi::Env env, const std::vector<int32_t>& input, bool append, bool generating);
   // Evaluates what the prompt left pending in the history (or resolves at once when nothing is).

@@ -163,8 +163,9 @@ export class Generation implements AsyncIterable<GeneratedToken> {
       if (this.#error || this.#done) return this.#end();
     }
     try {
-      const { prompt: _evaluated, ...rest } = this.options;
-      native.generate(encoderPrompt ? rest : this.options, (tokens, texts, done, logprobs, prompted) => this.#onChunk(tokens, texts, done, logprobs, prompted));
+      // The encoder's prompt is in: the native generation takes none.
+      const { prompt: _encoded, ...withoutPrompt } = this.options;
+      native.generate(encoderPrompt ? withoutPrompt : this.options, (tokens, texts, done, logprobs, prompted) => this.#onChunk(tokens, texts, done, logprobs, prompted));
       // Asked while the encoder's prompt ran.
       if (this.#abortRequested) native.abort();
     } catch (err) {

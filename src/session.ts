@@ -157,7 +157,8 @@ export class Session {
     // Text as prompt() tokenizes it at the start of a history; an encoder-decoder model's prompt
     // goes to its encoder through prompt() (see Generation.start).
     const promptTokens = prompt === undefined ? undefined : typeof prompt === "string" ? this.context.model.tokenize(prompt, { addSpecial: true }) : toTokenArray(prompt);
-    const encoderPrompt = promptTokens !== undefined && this.context.model.info.decoderStartToken !== null;
+    const encoderPrompt =
+      promptTokens !== undefined && this.context.model.info.decoderStartToken !== null ? { tokens: promptTokens, historyLength: () => this.#historyLength() } : undefined;
     const generation = new Generation(
       {
         ...(promptTokens === undefined ? {} : { prompt: promptTokens }),
@@ -175,8 +176,7 @@ export class Session {
     );
     this.#enqueue(() => {
       this.#current = generation;
-      const started = encoderPrompt && promptTokens ? generation.start(this.#native, { tokens: promptTokens, historyLength: () => this.#historyLength() }) : generation.start(this.#native);
-      return started.finally(() => {
+      return generation.start(this.#native, encoderPrompt).finally(() => {
         if (this.#current === generation) this.#current = undefined;
       });
     }).catch((err: unknown) => generation.cancel(err instanceof LlamaError ? err : new LlamaError("ERR_INTERNAL", String(err))));
