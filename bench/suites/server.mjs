@@ -10,7 +10,7 @@
  *             distinct short question;
  *   chat:     multi-turn chats: each client continues its own conversation over several turns.
  * Both servers are started fresh per scenario and parallelism and warmed up with one request;
- * their rounds then alternate; each one's peak RSS (VmHWM) is read before it is stopped. Every reply is `genTokens`
+ * their rounds then alternate, each starting once the server before it has used no CPU for 200 ms; each one's peak RSS (VmHWM) is read before it is stopped. Every reply is `genTokens`
  * tokens: llama-server reads `ignore_eos: true`; llama-napi has no such field, so the bodies also
  * carry `logit_bias` -100 (a ban) on the model's end-of-generation tokens, which both honour.
  */
@@ -166,6 +166,7 @@ export default {
             servers[name] = await startProcess(command, args, `http://127.0.0.1:${port}`);
             const warm = await streamRequest(servers[name].url, "/v1/completions", { ...base, prompt: "Warm-up:", max_tokens: 8 });
             if (!warm.ok) throw new Error(`the warm-up request failed: ${warm.error}`);
+            await settle(servers[name].pid);
           } catch (err) {
             fail(name, err);
             await servers[name]?.stop();
@@ -182,6 +183,11 @@ export default {
                   `ITL p50 ${fmt(round.itlP50)} ms, ${round.errors} errors, ${round.reconnects} reconnects, ${fmt(100 * round.cachedFraction)}% prompt cached`,
               );
               samples[key][name].add(round);
+              // The next round (the other server's, or this one's) starts once this server is
+              // quiet: llama-server's threads keep polling for work after its last decode (about
+              // 0.12 s of CPU in the next 0.3 s, measured), which on 2 cores slowed the other
+              // server's first decode 2.5-fold and its TTFT p99 with it.
+              round.settleMs = await settle(servers[name].pid);
               const e = extra[key][name];
               e.errors += round.errors;
               e.short += round.short;
@@ -259,7 +265,7 @@ export default {
       rows: summaryRows,
       notes: [
         `settings: -np 4|8 with as many clients, -c ${CONTEXT_PER_SEQUENCE} × np, -t/-tb ${settings.threads}, -b ${settings.batchSize}, -fa ${settings.flashAttention}, KV ${settings.kvCacheType}, not unified, --chat-template ${settings.chatTemplate}; ${settings.sampling}; ${settings.ignoreEos}`,
-        `rounds: distinct and system ${settings.requestsPerClient} × np streamed requests from np clients in a closed loop; chat np conversations of ${CHAT_TURNS} turns; the two servers run side by side, idle in turn, their rounds alternating; p50/p99 over the round's requests (TTFT) or token gaps (ITL), then the median over rounds`,
+        `rounds: distinct and system ${settings.requestsPerClient} × np streamed requests from np clients in a closed loop; chat np conversations of ${CHAT_TURNS} turns; the two servers run side by side, idle in turn, their rounds alternating, each once the server before it is quiet (no CPU for 200 ms); p50/p99 over the round's requests (TTFT) or token gaps (ITL), then the median over rounds`,
         "errors: requests that failed or replied short, over every round; reconnects: requests retried once on a fresh connection after the server had closed a kept-alive one under them (llama-server closes the connection after a streamed reply while announcing Keep-Alive; curl and the OpenAI SDKs retry the same way)",
         `llama-napi: ${commands["llama-napi"]}`,
         `llama-server: ${commands["llama-server"]}`,
@@ -280,6 +286,29 @@ function freePort() {
       s.close(() => resolve(port));
     });
   });
+}
+
+/** CPU time (user + system) a live process has used, in clock ticks. */
+function cpuTicks(pid) {
+  const fields = fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+  return Number(fields[11]) + Number(fields[12]);
+}
+
+/**
+ * Waits until the process has used no CPU for 200 ms (at most 5 s); resolves to the time waited.
+ * Where /proc is missing, waits nothing.
+ */
+async function settle(pid) {
+  const start = performance.now();
+  if (!fs.existsSync(`/proc/${pid}/stat`)) return 0;
+  let last = cpuTicks(pid);
+  while (performance.now() - start < 5000) {
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const now = cpuTicks(pid);
+    if (now === last) break;
+    last = now;
+  }
+  return performance.now() - start;
 }
 
 /** Peak resident set (VmHWM) of a live process, in MB (10^6 bytes). */
