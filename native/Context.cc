@@ -156,6 +156,7 @@ void ContextWrap::FinishInit(Napi::Env env, std::shared_ptr<ModelHandle> model, 
   initializing_ = false;
   const auto bytes = static_cast<int64_t>(compat::ContextMemoryBytes(ctx.get()));
   engine_ = Engine::Start(env, std::move(model), std::move(ctx), requested, params);
+  engine_->SetBatchWindow(batchWindow_);
   ReportExternal(bytes);
 }
 
@@ -189,6 +190,7 @@ Napi::Value ContextWrap::InitContext(const Napi::CallbackInfo& info) {
   const std::string kvType = o.Required(o.String("kvCacheType"), "kvCacheType");
   const std::string flash = o.Required(o.String("flashAttention"), "flashAttention");
   const bool unified = o.Required(o.Bool("unifiedKvCache"), "unifiedKvCache");
+  const int64_t batchWindow = o.Required(o.Int("batchWindow", 0, 1000), "batchWindow");
   const bool embeddings = o.Required(o.Bool("embeddings"), "embeddings");
   const std::string pooling = embeddings ? o.Required(o.String("pooling"), "pooling") : "";
   o.CheckAllRead();
@@ -225,6 +227,7 @@ Napi::Value ContextWrap::InitContext(const Napi::CallbackInfo& info) {
   else if (flash == "off") p.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
   else Throw(env, "ERR_INVALID_ARGUMENT", "flashAttention must be \"auto\", \"on\" or \"off\"");
 
+  batchWindow_ = static_cast<uint32_t>(batchWindow);
   initializing_ = true;
   auto deferred = Napi::Promise::Deferred::New(env);
   auto* worker = new CreateContextWorker(this, info.This().As<Napi::Object>(), std::move(model), p,

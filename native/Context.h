@@ -34,6 +34,7 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
   void ReportExternal(int64_t bytes);
 
   std::shared_ptr<Engine> engine_;
+  uint32_t batchWindow_ = 0;  // options.batchWindow, given to the engine once it starts
   int64_t externalBytes_ = 0;  // reported with AdjustExternalMemory
   bool initializing_ = false;
   bool disposed_ = false;

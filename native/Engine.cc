@@ -1,7 +1,9 @@
 #include "Engine.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
+#include <utility>
 
 namespace llama_napi {
 
@@ -192,13 +194,16 @@ void Engine::Run() {
     std::vector<std::shared_ptr<TaskJob>> tasks;
     {
       std::unique_lock<std::mutex> lk(mu_);
-      if (!stopping_ && !HasWorkLocked()) {
+      const bool idle = !stopping_ && !HasWorkLocked();
+      if (idle) {
         // Idle: the thread pools stop polling (they resume at the next decode).
+        if (together_ > 0) expected_ = std::exchange(together_, 0);  // a spell of tasks alone keeps it
         lk.unlock();
         PausePools();
         lk.lock();
       }
       cv_.wait(lk, [&] { return stopping_ || HasWorkLocked(); });
+      if (idle) GatherPromptsLocked(lk);
       if (stopping_) return;
       for (auto& job : incoming_) {
         switch (job->type) {
@@ -226,6 +231,31 @@ void Engine::Run() {
       FinishJob(t);
     }
     Step();
+  }
+}
+
+// When several sessions were decoded together before the context went idle (the clients of a
+// server, answered in the same step), their next prompts tend to arrive within milliseconds of
+// each other. Decoding the first one alone would make the others wait for that decode and leave
+// its session a step ahead of theirs for good (so that their prompts later land in the middle of
+// its reply). So, when a prompt wakes an idle context, wait for as many as there were sessions:
+// start as soon as they are there, when none has come for a fifth of batchWindow, or when
+// batchWindow ms have passed. A lone session pays that fifth once; the context then expects one.
+void Engine::GatherPromptsLocked(std::unique_lock<std::mutex>& lk) {
+  const uint32_t window = batchWindowMs_.load(std::memory_order_relaxed);
+  if (window == 0 || expected_ < 2) return;
+  auto decodeJobs = [this] {
+    return static_cast<size_t>(std::count_if(incoming_.begin(), incoming_.end(), [](const auto& j) { return j->type != Job::Type::Task; }));
+  };
+  size_t seen = decodeJobs();
+  if (seen == 0) return;  // woken by a task, or a generation resumed
+  using Clock = std::chrono::steady_clock;
+  const auto deadline = Clock::now() + std::chrono::milliseconds(window);
+  const auto quiet = std::chrono::microseconds(std::max<uint32_t>(1000, window * 200));  // a fifth of the window
+  while (!stopping_ && seen < expected_) {
+    const auto until = std::min(deadline, Clock::now() + quiet);
+    if (!cv_.wait_until(lk, until, [&] { return stopping_ || decodeJobs() != seen; })) return;  // quiet, or the window ended
+    seen = decodeJobs();
   }
 }
 
@@ -385,6 +415,7 @@ void Engine::Step() {
   stats_.decodeCalls++;
   stats_.tokensDecoded += static_cast<uint64_t>(batch.Size());
   if (parts.size() > stats_.maxSequencesPerBatch) stats_.maxSequencesPerBatch = parts.size();
+  together_ = std::max(together_, parts.size());
 
   for (Part& part : parts) {
     Job& job = *part.job;

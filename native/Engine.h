@@ -230,6 +230,8 @@ class Engine : public std::enable_shared_from_this<Engine> {
   uint32_t batchSize() const { return nBatch_; }
   bool learnedPositions() const { return learnedPositions_; }
   bool embeddings() const { return params_.embeddings; }
+  // options.batchWindow: see GatherPromptsLocked (any thread; 0: off).
+  void SetBatchWindow(uint32_t ms) { batchWindowMs_ = ms; }
 
   // Decode statistics, for tests and benchmarks (any thread).
   struct Stats {
@@ -268,6 +270,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
   void Step();
   void SyncSeq(SeqState& seq);
   void PausePools();  // the thread pools stop polling (idle, or before libmtmd's encoder runs)
+  void GatherPromptsLocked(std::unique_lock<std::mutex>& lk);  // after an idle wait (mu_ held)
   void Sample(GenJob& gen, const float* logits);
   // Lookup decoding: adds gen's draft after its pending token (batch index `last`), and after the
   // decode samples along it, keeping the draft tokens that the samples confirm.
@@ -309,6 +312,9 @@ class Engine : public std::enable_shared_from_this<Engine> {
   llama_seq_id encodedSeq_ = -1;  // engine thread: whose encoder output the context holds
   uint64_t encodedVersion_ = 0;
   bool evalsFirst_ = false;       // engine thread: alternates generations and prompts (one per batch)
+  std::atomic<uint32_t> batchWindowMs_{0};
+  size_t together_ = 0;  // engine thread: the most sessions in one batch since the context last went idle
+  size_t expected_ = 0;  // engine thread: together_ when it went idle (prompts GatherPromptsLocked waits for)
   llama_context_params params_;  // as the context was created
   Stats stats_;
   Tsfn tsfn_;

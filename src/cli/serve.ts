@@ -2,13 +2,16 @@ import { parseArgs } from "node:util";
 
 import { CONTEXT_OPTIONS } from "../options/context.js";
 import { LOAD_OPTIONS } from "../options/load.js";
-import { startServer } from "../server/server.js";
+import { DEFAULT_BATCH_WINDOW, startServer } from "../server/server.js";
 import { UsageError, intOption, numberOption } from "./args.js";
 import { draftAliases, draftHelp, draftParseOptions, readDraftFlags } from "./draft-flags.js";
 import { expandAliases, flagGroup } from "./option-flags.js";
 
 const contextFlags = flagGroup(CONTEXT_OPTIONS, {
-  help: { contextSize: "tokens of the whole context, divided among --parallel sequences as llama-server's -c (default: the training context, at most 4096, per sequence)" },
+  help: {
+    contextSize: "tokens of the whole context, divided among --parallel sequences as llama-server's -c (default: the training context, at most 4096, per sequence)",
+    batchWindow: `ms an idle context may wait for the prompts of clients answered together with the first, to decode them together; it stops once none came for a fifth of it (default ${DEFAULT_BATCH_WINDOW}; 0: none)`,
+  },
 });
 const loadFlags = flagGroup(LOAD_OPTIONS);
 

@@ -66,6 +66,21 @@ export const CONTEXT_OPTIONS = {
   kvCacheType: oneOf(KV_CACHE_TYPES, { default: "f16", flag: { name: "kv-cache-type", aliases: ["-ctk"], arg: "TYPE", help: "KV cache type (f16, q8_0, ...)" } }),
   /** Flash attention: "auto" (default), "on" or "off". */
   flashAttention,
+  /**
+   * Milliseconds an idle context may wait, when a prompt arrives, for other sessions' prompts to
+   * join it in one decode (default 0: none; 50 in `startServer()` and `llama-napi serve`). It
+   * waits only after it last decoded several sessions together, for as many prompts as it decoded
+   * sessions then, and starts as soon as they are there, or once none has arrived for a fifth of
+   * the window: clients answered in the same step send again within milliseconds, and the first
+   * prompt decoded alone would make the others wait for that decode and keep its session a step
+   * ahead of theirs. A lone session pays that fifth once; the context then expects one.
+   */
+  batchWindow: integer({
+    min: 0,
+    max: 1000,
+    default: 0,
+    flag: { name: "batch-window", arg: "MS", help: "ms an idle context waits for other sessions' prompts, to decode them together" },
+  }),
   /** One KV buffer shared by every session instead of one per session (default false). */
   unifiedKvCache: boolean({ default: false, flag: { name: "kv-unified", aliases: ["-kvu"], help: "one KV buffer shared by every session" } }),
 } as const;

@@ -177,6 +177,8 @@ const SERVER_KEYS = optionKeys<Omit<ServerOptions, keyof ContextOptions>>({
 
 /** Default of `maxQueue`. */
 export const DEFAULT_MAX_QUEUE = 256;
+/** The server's default of the context option `batchWindow` (ms; the library's is 0). */
+export const DEFAULT_BATCH_WINDOW = 50;
 /** Default of `requestTimeout` (llama-server's `--timeout`, 600 s). */
 export const DEFAULT_REQUEST_TIMEOUT = 600_000;
 
@@ -246,6 +248,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     const parallel = options.parallel ?? 4;
     const contextOptions: Record<string, unknown> = {};
     for (const key of Object.keys(CONTEXT_OPTIONS)) if (key !== "sequences" && key !== "contextSize") contextOptions[key] = options[key as keyof ServerOptions];
+    contextOptions.batchWindow ??= DEFAULT_BATCH_WINDOW;
     const context = await model.createContext({ ...contextOptions, ...perSequence(options.contextSize, parallel), sequences: parallel });
     cleanups.push(() => context.dispose());
     if (speculative !== undefined) await checkDraft(context, speculative);
