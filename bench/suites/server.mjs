@@ -187,7 +187,7 @@ export default {
               // quiet: llama-server's threads keep polling for work after its last decode (about
               // 0.12 s of CPU in the next 0.3 s, measured), which on 2 cores slowed the other
               // server's first decode 2.5-fold and its TTFT p99 with it.
-              round.settleMs = await settle(servers[name].pid);
+              await settle(servers[name].pid);
               const e = extra[key][name];
               e.errors += round.errors;
               e.short += round.short;
@@ -294,13 +294,10 @@ function cpuTicks(pid) {
   return Number(fields[11]) + Number(fields[12]);
 }
 
-/**
- * Waits until the process has used no CPU for 200 ms (at most 5 s); resolves to the time waited.
- * Where /proc is missing, waits nothing.
- */
+/** Waits until the process has used no CPU for 200 ms (at most 5 s); where /proc is missing, not at all. */
 async function settle(pid) {
   const start = performance.now();
-  if (!fs.existsSync(`/proc/${pid}/stat`)) return 0;
+  if (!fs.existsSync(`/proc/${pid}/stat`)) return;
   let last = cpuTicks(pid);
   while (performance.now() - start < 5000) {
     await new Promise((resolve) => setTimeout(resolve, 200));
@@ -308,7 +305,6 @@ async function settle(pid) {
     if (now === last) break;
     last = now;
   }
-  return performance.now() - start;
 }
 
 /** Peak resident set (VmHWM) of a live process, in MB (10^6 bytes). */
