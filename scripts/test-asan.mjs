@@ -148,7 +148,7 @@ const started = Date.now();
 // fake hub, 12 s: HTTP and files in TypeScript; the models it loads load in every other file).
 const named = argv.some((a) => !a.startsWith("-"));
 // One retry: a test whose child process exits non-zero only because LeakSanitizer's tracer
-// crashed as the child exited (see TRACER_FAILURE below; seen in 1 of ~5 full runs, in a CLI
+// crashed as the child exited (see LSAN_TROUBLE below; seen in 1 of ~5 full runs, in a CLI
 // child) is run again. A real sanitizer finding still fails the run through its log, whatever
 // the retry gives.
 const defaults = ["--testTimeout=900000", "--hookTimeout=900000", "--retry=1"];
@@ -161,20 +161,22 @@ if (!named) {
 }
 const status = run(process.execPath, [vitest, "run", ...defaults, ...argv], { env });
 const seconds = ((Date.now() - started) / 1000).toFixed(0);
-// A log that holds nothing but LeakSanitizer's own failure to run ("Tracer caught signal 11",
-// "LeakSanitizer has encountered a fatal error": its stop-the-world tracer crashed while the
-// process exited) reports no finding: that process went unchecked for leaks. Such logs are
-// printed and counted, but do not fail the run; everything else in the folder does.
-const TRACER_FAILURE = /^Tracer caught signal \d+|^LeakSanitizer has encountered a fatal error|^HINT:/;
-const isTracerFailure = (text) => {
-  const lines = text.split("\n").filter((l) => l.trim() !== "");
-  return lines.length > 0 && lines.every((l) => TRACER_FAILURE.test(l.replace(/^==[\w.-]+==\d+==/, "")));
-};
+// A log that holds nothing but LeakSanitizer's own trouble running reports no finding: its
+// stop-the-world tracer crashed while the process exited ("Tracer caught signal 11",
+// "LeakSanitizer has encountered a fatal error"), or could not read a thread's registers as the
+// thread ended ("Unable to get registers from thread N"; the check then goes on without that
+// thread's stack and found nothing, or a leak report would follow), or the log is empty (the
+// process was stopped between opening the log and writing to it). Each was seen in about 1 of 5-10
+// full runs (CI and simulations of it), with every test passing. Such logs are printed and
+// counted, but do not fail the run; any other line in a log does.
+const LSAN_TROUBLE = /^Tracer caught signal \d+|^LeakSanitizer has encountered a fatal error|^HINT:|^Unable to get registers from thread \d+/;
+const isLsanTrouble = (text) =>
+  text.split("\n").filter((l) => l.trim() !== "").every((l) => LSAN_TROUBLE.test(l.replace(/^==[\w.-]+==\d+==/, "")));
 const found = [];
 let unchecked = 0;
 for (const file of reports()) {
   const text = fs.readFileSync(file, "utf8");
-  if (isTracerFailure(text)) {
+  if (isLsanTrouble(text)) {
     unchecked++;
     console.warn(`\n===== ${path.relative(root, file)} (LeakSanitizer could not check this process) =====\n${text}`);
   } else {
@@ -182,7 +184,7 @@ for (const file of reports()) {
     console.error(`\n===== ${path.relative(root, file)} =====\n${text}`);
   }
 }
-const note = unchecked > 0 ? `; ${unchecked} process(es) not leak-checked: LeakSanitizer's tracer crashed at exit` : "";
+const note = unchecked > 0 ? `; ${unchecked} process(es) not fully leak-checked: LeakSanitizer's tracer failed at exit` : "";
 if (found.length > 0) {
   console.error(`test:asan: ${found.length} sanitizer report(s) (vitest exit ${status}, ${seconds} s${note})`);
   process.exit(1);
