@@ -50,13 +50,13 @@ const char* PoolingName(enum llama_pooling_type t) {
 class CreateContextWorker : public Napi::AsyncWorker {
  public:
   CreateContextWorker(ContextWrap* wrap, Napi::Object receiver, std::shared_ptr<ModelHandle> model,
-                      llama_context_params params, uint32_t requested, Napi::Promise::Deferred deferred)
+                      llama_context_params params, EngineOptions options, Napi::Promise::Deferred deferred)
       : Napi::AsyncWorker(receiver.Env(), "llama-napi:createContext"),
         receiver_(Napi::Persistent(receiver)),
         wrap_(wrap),
         model_(std::move(model)),
         params_(params),
-        requested_(requested),
+        options_(options),
         deferred_(deferred) {}
 
   void Execute() override {
@@ -92,7 +92,7 @@ class CreateContextWorker : public Napi::AsyncWorker {
       ctx_.reset();
       deferred_.Reject(MakeError(env, "ERR_DISPOSED", "The context was disposed while it was being created").Value());
     } else {
-      wrap_->FinishInit(env, std::move(model_), std::move(ctx_), requested_, params_);
+      wrap_->FinishInit(env, std::move(model_), std::move(ctx_), options_, params_);
       deferred_.Resolve(env.Undefined());
     }
   }
@@ -104,7 +104,7 @@ class CreateContextWorker : public Napi::AsyncWorker {
   ContextWrap* wrap_;
   std::shared_ptr<ModelHandle> model_;
   llama_context_params params_;
-  uint32_t requested_;
+  EngineOptions options_;
   Napi::Promise::Deferred deferred_;
   compat::ContextPtr ctx_;
   Failure failure_;
@@ -151,12 +151,11 @@ std::shared_ptr<Engine> ContextWrap::EngineOf(Napi::Env env, Napi::Value value) 
   return wrap->engine_;
 }
 
-void ContextWrap::FinishInit(Napi::Env env, std::shared_ptr<ModelHandle> model, compat::ContextPtr ctx, uint32_t requested,
+void ContextWrap::FinishInit(Napi::Env env, std::shared_ptr<ModelHandle> model, compat::ContextPtr ctx, const EngineOptions& options,
                              const llama_context_params& params) {
   initializing_ = false;
   const auto bytes = static_cast<int64_t>(compat::ContextMemoryBytes(ctx.get()));
-  engine_ = Engine::Start(env, std::move(model), std::move(ctx), requested, params);
-  engine_->SetBatchWindow(batchWindow_);
+  engine_ = Engine::Start(env, std::move(model), std::move(ctx), options, params);
   ReportExternal(bytes);
 }
 
@@ -227,11 +226,11 @@ Napi::Value ContextWrap::InitContext(const Napi::CallbackInfo& info) {
   else if (flash == "off") p.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
   else Throw(env, "ERR_INVALID_ARGUMENT", "flashAttention must be \"auto\", \"on\" or \"off\"");
 
-  batchWindow_ = static_cast<uint32_t>(batchWindow);
   initializing_ = true;
   auto deferred = Napi::Promise::Deferred::New(env);
   auto* worker = new CreateContextWorker(this, info.This().As<Napi::Object>(), std::move(model), p,
-                                         static_cast<uint32_t>(contextSize), deferred);
+                                         EngineOptions{static_cast<uint32_t>(contextSize), static_cast<uint32_t>(batchWindow)},
+                                         deferred);
   worker->Queue();
   return deferred.Promise();
 }

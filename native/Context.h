@@ -18,7 +18,7 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
   explicit ContextWrap(const Napi::CallbackInfo& info);
   ~ContextWrap() override;
 
-  void FinishInit(Napi::Env env, std::shared_ptr<ModelHandle> model, compat::ContextPtr ctx, uint32_t requested,
+  void FinishInit(Napi::Env env, std::shared_ptr<ModelHandle> model, compat::ContextPtr ctx, const EngineOptions& options,
                   const llama_context_params& params);
   bool disposed() const { return disposed_; }
 
@@ -34,7 +34,6 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
   void ReportExternal(int64_t bytes);
 
   std::shared_ptr<Engine> engine_;
-  uint32_t batchWindow_ = 0;  // options.batchWindow, given to the engine once it starts
   int64_t externalBytes_ = 0;  // reported with AdjustExternalMemory
   bool initializing_ = false;
   bool disposed_ = false;

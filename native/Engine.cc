@@ -28,13 +28,13 @@ void Engine::CallCompletion(Napi::Env env, Napi::Function, Engine*, Completion* 
   }
 }
 
-Engine::Engine(Napi::Env env, std::shared_ptr<ModelHandle> model, compat::ContextPtr ctx, uint32_t requested,
+Engine::Engine(Napi::Env env, std::shared_ptr<ModelHandle> model, compat::ContextPtr ctx, const EngineOptions& options,
                const llama_context_params& params)
-    : model_(std::move(model)), ctx_(std::move(ctx)), params_(params), env_(env) {
+    : model_(std::move(model)), ctx_(std::move(ctx)), batchWindowMs_(options.batchWindowMs), params_(params), env_(env) {
   llama_context* c = ctx_.get();
   nSeq_ = llama_n_seq_max(c);
   nBatch_ = llama_n_batch(c);
-  capacity_ = std::min<uint32_t>(llama_n_ctx_seq(c), requested);
+  capacity_ = std::min<uint32_t>(llama_n_ctx_seq(c), options.requested);
   learnedPositions_ = compat::HasLearnedPositions(model_->model.get());
   encoderDecoder_ = llama_model_has_encoder(model_->model.get()) && llama_model_has_decoder(model_->model.get());
   if (learnedPositions_) {
@@ -66,8 +66,8 @@ Engine::~Engine() {
 }
 
 std::shared_ptr<Engine> Engine::Start(Napi::Env env, std::shared_ptr<ModelHandle> model, compat::ContextPtr ctx,
-                                      uint32_t requested, const llama_context_params& params) {
-  std::shared_ptr<Engine> e(new Engine(env, std::move(model), std::move(ctx), requested, params));
+                                      const EngineOptions& options, const llama_context_params& params) {
+  std::shared_ptr<Engine> e(new Engine(env, std::move(model), std::move(ctx), options, params));
   // The thread-safe function keeps the engine alive until its last queued completion has run.
   auto* keep = new std::shared_ptr<Engine>(e);
   e->tsfn_ = Tsfn::New(
@@ -242,7 +242,7 @@ void Engine::Run() {
 // start as soon as they are there, when none has come for a fifth of batchWindow, or when
 // batchWindow ms have passed. A lone session pays that fifth once; the context then expects one.
 void Engine::GatherPromptsLocked(std::unique_lock<std::mutex>& lk) {
-  const uint32_t window = batchWindowMs_.load(std::memory_order_relaxed);
+  const uint32_t window = batchWindowMs_;
   if (window == 0 || expected_ < 2) return;
   auto decodeJobs = [this] {
     return static_cast<size_t>(std::count_if(incoming_.begin(), incoming_.end(), [](const auto& j) { return j->type != Job::Type::Task; }));

@@ -159,12 +159,17 @@ struct EmbedResult {
   std::vector<std::vector<float>> vectors;
 };
 
+// What a context's options ask of the engine beyond llama_context_params.
+struct EngineOptions {
+  uint32_t requested = 0;      // contextSize: caps each session's capacity (tokens)
+  uint32_t batchWindowMs = 0;  // batchWindow: see Engine::GatherPromptsLocked (0: off)
+};
+
 class Engine : public std::enable_shared_from_this<Engine> {
  public:
   // Takes ownership of ctx and starts the engine thread. JS thread.
-  // `requested` caps each session's capacity (tokens) at what the user asked for.
   static std::shared_ptr<Engine> Start(Napi::Env env, std::shared_ptr<ModelHandle> model, compat::ContextPtr ctx,
-                                       uint32_t requested, const llama_context_params& params);
+                                       const EngineOptions& options, const llama_context_params& params);
   ~Engine();
 
   // --- JS thread only ---
@@ -230,8 +235,6 @@ class Engine : public std::enable_shared_from_this<Engine> {
   uint32_t batchSize() const { return nBatch_; }
   bool learnedPositions() const { return learnedPositions_; }
   bool embeddings() const { return params_.embeddings; }
-  // options.batchWindow: see GatherPromptsLocked (any thread; 0: off).
-  void SetBatchWindow(uint32_t ms) { batchWindowMs_ = ms; }
 
   // Decode statistics, for tests and benchmarks (any thread).
   struct Stats {
@@ -261,7 +264,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
   static void CallCompletion(Napi::Env env, Napi::Function, Engine*, Completion* fn);
   using Tsfn = Napi::TypedThreadSafeFunction<Engine, Completion, &Engine::CallCompletion>;
 
-  Engine(Napi::Env env, std::shared_ptr<ModelHandle> model, compat::ContextPtr ctx, uint32_t requested,
+  Engine(Napi::Env env, std::shared_ptr<ModelHandle> model, compat::ContextPtr ctx, const EngineOptions& options,
          const llama_context_params& params);
 
   // --- engine thread ---
@@ -312,7 +315,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
   llama_seq_id encodedSeq_ = -1;  // engine thread: whose encoder output the context holds
   uint64_t encodedVersion_ = 0;
   bool evalsFirst_ = false;       // engine thread: alternates generations and prompts (one per batch)
-  std::atomic<uint32_t> batchWindowMs_{0};
+  const uint32_t batchWindowMs_;  // EngineOptions::batchWindowMs
   size_t together_ = 0;  // engine thread: the most sessions in one batch since the context last went idle
   size_t expected_ = 0;  // engine thread: together_ when it went idle (prompts GatherPromptsLocked waits for)
   llama_context_params params_;  // as the context was created
